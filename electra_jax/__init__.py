@@ -1,0 +1,1 @@
+"""ELECTRA in JAX/Flax."""

@@ -1,0 +1,33 @@
+"""Test set-up: 8 fake CPU devices for the sharding tests, data locations."""
+
+import os
+
+# Must happen before jax is imported anywhere.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+SHARED_DATA = pathlib.Path(
+  os.environ.get("ELECTRA_JAX_SHARED_DATA", REPO.parent / "shared" / "data")
+)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> pathlib.Path:
+  """`../shared/data`; skips the test when it is absent."""
+  if not SHARED_DATA.is_dir():
+    pytest.skip(f"shared data not found at {SHARED_DATA} (set ELECTRA_JAX_SHARED_DATA)")
+  return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def vocab_file(shared_data) -> pathlib.Path:
+  path = shared_data / "vocab" / "bert-base-uncased" / "vocab.txt"
+  if not path.exists():
+    pytest.skip(f"{path} not found")
+  return path
