@@ -1,0 +1,115 @@
+"""ELECTRA pretraining config: `--config experiments/configs/pretrain.py:size=small`.
+
+Presets follow the paper's Table 6 (Clark et al., 2020) for `small`, `base`
+and `large`; `tiny` is for CPU smoke runs and tests. The argument is a comma
+list of `key=value` (`size=tiny,objective=mlm`). Every key is documented
+below; override any of them with `--config.<key>=<value>`.
+"""
+
+import ml_collections
+
+# size: (embedding, hidden, layers, heads, intermediate, lr, batch, seq, steps, mask_prob, generator fraction)
+_SIZES = {
+  "tiny": (32, 64, 2, 2, 256, 1e-3, 16, 128, 300, 0.15, 0.25),
+  "small": (128, 256, 12, 4, 1024, 5e-4, 128, 128, 1_000_000, 0.15, 0.25),
+  "base": (768, 768, 12, 12, 3072, 2e-4, 256, 512, 766_000, 0.15, 1 / 3),
+  "large": (1024, 1024, 24, 16, 4096, 2e-4, 2048, 512, 400_000, 0.25, 0.25),
+}
+
+
+def _parse_arg(arg):
+  out = {"size": "small"}
+  for item in filter(None, (arg or "").split(",")):
+    key, _, value = item.partition("=")
+    out[key.strip()] = value.strip()
+  return out
+
+
+def get_config(arg=None):
+  """Returns the pretraining ConfigDict for `arg` (e.g. "size=small")."""
+  args = _parse_arg(arg)
+  size = args["size"]
+  if size not in _SIZES:
+    raise ValueError(f"unknown size {size!r}; choose from {', '.join(_SIZES)}")
+  emb, hidden, layers, heads, ffn, lr, batch, seq, steps, mask_prob, gen = _SIZES[size]
+
+  c = ml_collections.ConfigDict()
+  c.size = size
+  # The training objective: electra (replaced-token detection), electra_15
+  # (discriminator loss on masked positions only), replace_mlm,
+  # all_tokens_mlm, or mlm (BERT-style masked LM baseline).
+  c.objective = args.get("objective", "electra")
+
+  # Discriminator architecture (HF ElectraConfig names). The vocabulary size
+  # always comes from the tokenizer.
+  c.model = ml_collections.ConfigDict(
+    dict(
+      embedding_size=emb,
+      hidden_size=hidden,
+      num_hidden_layers=layers,
+      num_attention_heads=heads,
+      intermediate_size=ffn,
+      hidden_act="gelu",
+      hidden_dropout_prob=0.1,
+      attention_probs_dropout_prob=0.1,
+      max_position_embeddings=512,
+      type_vocab_size=2,
+      layer_norm_eps=1e-12,
+      initializer_range=0.02,
+    )
+  )
+  # Generator width as a fraction of the discriminator's (1.0 reproduces ELECTRA-Small++).
+  c.generator_hidden_size = gen
+  c.disc_weight = 50.0  # lambda in the paper: weight of the discriminator loss
+  c.gen_weight = 1.0
+  c.mask_prob = mask_prob
+  # Positions masked per sequence at most; 0 means int((mask_prob + 0.005) * max_seq_length).
+  c.max_predictions_per_seq = 0
+  c.temperature = 1.0  # Gumbel sampling temperature
+
+  # Data: a directory written by `electra-jax prepare-pretraining`, or raw
+  # text files / globs (comma separated) prepared on the fly into WORKDIR/data.
+  c.data = ""
+  # Tokenizer (vocab.txt, tokenizer dir, or SentencePiece model); empty means
+  # the one recorded with the prepared data, or the bundled BERT uncased vocab.
+  c.tokenizer = ""
+  c.max_seq_length = seq
+  c.shuffle = True
+
+  # Optimisation (paper Table 6 / official run_pretraining.py).
+  c.total_steps = steps
+  c.warmup_steps = 10_000 if size != "tiny" else 30
+  c.batch_size = batch  # global batch size (all hosts)
+  c.learning_rate = lr
+  c.weight_decay = 0.01
+  c.adam_b1 = 0.9
+  c.adam_b2 = 0.999
+  c.adam_eps = 1e-6
+  c.clip_norm = 1.0
+  c.official_adam = False  # True: AdamW without bias correction, as the TF code
+  c.grad_accum_steps = 1
+
+  c.seed = 0
+  c.log_every = 50 if size != "tiny" else 10
+  c.checkpoint_every = 5000 if size != "tiny" else 100
+  c.keep_checkpoints = 3
+  c.async_checkpoints = True
+  # Start from converted weights: an electra-jax or HF discriminator directory
+  # (and optionally `init_from_generator` for the generator).
+  c.init_from = ""
+  c.init_from_generator = ""
+
+  # Parallelism: mesh axis sizes (-1 = all remaining devices) and the logical
+  # axis rule preset: dp (data parallel), fsdp, fsdp_tp.
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
+  c.sharding_rules = "dp"
+  c.distributed = False  # call jax.distributed.initialize() (multi-host TPU pods)
+
+  c.compute_dtype = "float32"  # or bfloat16 (params and optimizer state stay float32)
+  c.remat = False
+  c.scan_layers = False
+
+  # After training, write HF-format copies of the discriminator and the
+  # generator to WORKDIR/export/{discriminator,generator}.
+  c.export_hf = True
+  return c
