@@ -1,0 +1,293 @@
+"""`from_pretrained` / `save_pretrained`: load and store ELECTRA models.
+
+Two directory formats are read:
+  - a HF `transformers` directory: `config.json` + `model.safetensors` (or
+    `pytorch_model.bin`), converted on the fly by `convert.py`;
+  - an electra-jax checkpoint directory, as `save_pretrained` writes it:
+      electra_jax.json   {"format": "electra-jax", "version": 1,
+                          "config": {...}, "head": ..., "head_kwargs": {...},
+                          "extra": {...}}   (extra: e.g. label maps)
+      params/            the param pytree, Orbax (per-layer layout)
+      vocab.txt, ...     tokenizer files, when there were any.
+
+Loading with a head other than the checkpoint's keeps the encoder weights
+and initialises the missing head params afresh (logged), unless `strict`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from electra_jax import convert
+from electra_jax.config import ElectraConfig
+from electra_jax.errors import ElectraError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "electra_jax.json"
+PARAMS_DIR = "params"
+FORMAT = "electra-jax"
+VERSION = 1
+
+
+class Checkpoint(NamedTuple):
+  """An electra-jax checkpoint directory read into memory."""
+
+  config: ElectraConfig
+  head: str | None
+  head_kwargs: dict[str, Any]
+  params: dict  # nested numpy arrays, per-layer layout
+  extra: dict[str, Any]
+
+
+def is_checkpoint_dir(path: str | os.PathLike) -> bool:
+  """Whether `path` is an electra-jax checkpoint directory."""
+  return os.path.isfile(os.path.join(os.fspath(path), CHECKPOINT_FILE))
+
+
+def save_pretrained(
+  path: str | os.PathLike,
+  config: ElectraConfig,
+  params: Mapping,
+  head: str | None = None,
+  head_kwargs: Mapping[str, Any] | None = None,
+  tokenizer_dir: str | os.PathLike | None = None,
+  extra: Mapping[str, Any] | None = None,
+) -> str:
+  """Writes an electra-jax checkpoint directory.
+
+  Args:
+    path: new directory (must not exist, or be empty).
+    config: the architecture.
+    params: the param pytree of `build_model(config, head, **head_kwargs)`,
+      per-layer or scanned (stored per-layer), on any devices.
+    head: the head `params` belong to (see `model.HEADS`).
+    head_kwargs: the head's extra arguments, e.g. `{"num_labels": 3}`.
+    tokenizer_dir: a directory whose tokenizer files (vocab.txt,
+      tokenizer.json, ...) are copied along.
+    extra: JSON-serialisable metadata kept with the model (label maps, ...).
+
+  Returns:
+    The absolute path written.
+
+  Raises:
+    ElectraError: the params do not fit the config/head, or `path` is taken.
+  """
+  import jax
+  import orbax.checkpoint as ocp
+
+  head_kwargs = dict(head_kwargs or {})
+  extra = dict(extra or {})
+  if head not in convert.HEAD_RULES:
+    raise ElectraError(
+      f"unknown head {head!r}: choose one of {', '.join(map(str, convert.HEAD_RULES))}"
+    )
+  out = convert._prepare_out(path)
+  # Gather to host numpy: the stored tree must not depend on the device layout.
+  host = jax.tree.map(np.asarray, jax.device_get(convert.unrolled(params, config)))
+  convert._check_shapes(
+    convert.flatten(host), convert.expected_shapes(config, head, **head_kwargs), head
+  )
+  meta = {
+    "format": FORMAT,
+    "version": VERSION,
+    "config": config.to_dict(),
+    "head": head,
+    "head_kwargs": head_kwargs,
+    "extra": extra,
+  }
+  try:
+    meta_text = json.dumps(meta, indent=2, sort_keys=True)
+  except TypeError as e:
+    raise ElectraError(f"head_kwargs / extra must be JSON-serialisable: {e}") from None
+  with convert._staging(out) as tmp:
+    ocp.PyTreeCheckpointer().save(os.path.join(tmp, PARAMS_DIR), host)
+    if tokenizer_dir is not None and os.path.isdir(tokenizer_dir):
+      convert.copy_tokenizer_files(tokenizer_dir, tmp)
+    # Written last: its presence marks a complete checkpoint.
+    with open(os.path.join(tmp, CHECKPOINT_FILE), "w", encoding="utf-8") as f:
+      f.write(meta_text + "\n")
+  return out
+
+
+def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
+  """The parsed and validated `electra_jax.json` of a checkpoint directory."""
+  file = os.path.join(os.fspath(path), CHECKPOINT_FILE)
+  try:
+    with open(file, encoding="utf-8") as f:
+      meta = json.load(f)
+  except FileNotFoundError:
+    raise ElectraError(f"no {CHECKPOINT_FILE} in {path}: not an electra-jax checkpoint") from None
+  except (OSError, json.JSONDecodeError) as e:
+    raise ElectraError(f"cannot read {file}: {e}") from None
+  if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    raise ElectraError(f"{file} is not an electra-jax checkpoint description")
+  if meta.get("version") != VERSION:
+    raise ElectraError(
+      f"{file} has format version {meta.get('version')!r}; this electra-jax reads version {VERSION}"
+    )
+  if meta.get("head") not in convert.HEAD_RULES:
+    raise ElectraError(f"{file}: unknown head {meta.get('head')!r}")
+  return meta
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+  """Reads an electra-jax checkpoint directory into host numpy arrays.
+
+  Restores without the shardings it was saved with, so a checkpoint written
+  on a TPU pod slice loads on one CPU.
+  """
+  import jax
+  import orbax.checkpoint as ocp
+
+  path = os.path.abspath(os.fspath(path))
+  if not os.path.isdir(path):
+    raise ElectraError(f"{path} does not exist or is not a directory")
+  meta = read_checkpoint_meta(path)
+  config = ElectraConfig.from_dict(meta["config"])
+  params_dir = os.path.join(path, PARAMS_DIR)
+  if not os.path.isdir(params_dir):
+    raise ElectraError(f"{path} has no {PARAMS_DIR}/ directory: the checkpoint is incomplete")
+  checkpointer = ocp.PyTreeCheckpointer()
+  try:
+    tree = checkpointer.metadata(params_dir).item_metadata.tree
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    params = checkpointer.restore(params_dir, restore_args=restore_args)
+  except Exception as e:  # Orbax raises a variety of types for a damaged directory
+    raise ElectraError(f"cannot restore {params_dir}: {e}") from None
+  head = meta["head"]
+  head_kwargs = dict(meta.get("head_kwargs") or {})
+  convert._check_shapes(
+    convert.flatten(params), convert.expected_shapes(config, head, **head_kwargs), head
+  )
+  return Checkpoint(config, head, head_kwargs, params, dict(meta.get("extra") or {}))
+
+
+def _fit_head(
+  ckpt_params: Mapping,
+  config: ElectraConfig,
+  ckpt_head: str | None,
+  head: str | None,
+  head_kwargs: Mapping[str, Any],
+  strict: bool,
+):
+  """Re-targets params saved for `ckpt_head` to `head` via the HF key space."""
+  state_dict = convert.params_to_hf(ckpt_params, config, ckpt_head)
+  return convert.hf_to_params(state_dict, config, head, strict=strict, head_kwargs=head_kwargs)
+
+
+def from_pretrained(
+  path: str | os.PathLike,
+  head: str | None = "auto",
+  *,
+  dtype: Any = None,
+  param_dtype: Any = None,
+  scan_layers: bool = False,
+  remat: bool = False,
+  strict: bool = False,
+  seed: int = 0,
+  **head_kwargs,
+):
+  """Loads an ELECTRA model from a HF directory or an electra-jax checkpoint.
+
+  Args:
+    path: HF directory (`config.json` + `model.safetensors` or
+      `pytorch_model.bin`) or electra-jax checkpoint directory.
+    head: `"auto"` (the checkpoint's own head), `None` (bare encoder),
+      `"pretraining"`, `"masked_lm"`, `"sequence_classification"`,
+      `"question_answering"`, `"token_classification"` or
+      `"multiple_choice"`.
+    dtype: compute dtype (default float32; `jnp.bfloat16` for bf16 compute).
+    param_dtype: dtype the params are stored in (default float32).
+    scan_layers: build the scanned encoder and return stacked params.
+    remat: rematerialise layers in the backward pass.
+    strict: refuse a head mismatch instead of initialising missing head params.
+    seed: PRNG seed for head params initialised afresh.
+    **head_kwargs: head arguments (e.g. `num_labels=3`), overriding the
+      checkpoint's.
+
+  Returns:
+    `(model, params)`: the Linen module and its param pytree (jax arrays), so
+    that `model.apply({"params": params}, input_ids, ...)` gives the logits.
+
+  Raises:
+    ElectraError: missing path or config, unsupported config, weights that do
+      not fit the config, or (strict) a head mismatch.
+  """
+  import jax
+  import jax.numpy as jnp
+
+  from electra_jax import model as model_lib
+
+  dtype = jnp.float32 if dtype is None else dtype
+  param_dtype = jnp.float32 if param_dtype is None else param_dtype
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise ElectraError(
+      f"{path} does not exist: pass a HF model directory or an electra-jax checkpoint"
+    )
+  if not os.path.isdir(path):
+    raise ElectraError(
+      f"{path} is not a directory: pass a HF model directory or an electra-jax checkpoint"
+    )
+  if is_checkpoint_dir(path):
+    ckpt = load_checkpoint(path)
+    config = ckpt.config
+    head = ckpt.head if head == "auto" else head
+    kwargs = dict(ckpt.head_kwargs) if head == ckpt.head else {}
+    kwargs.update(head_kwargs)
+    if head == ckpt.head and kwargs == ckpt.head_kwargs:
+      params, missing = ckpt.params, []
+    else:
+      params, report = _fit_head(ckpt.params, config, ckpt.head, head, kwargs, strict)
+      missing = report.missing
+      _log_dropped(report.unexpected, path, head)
+  elif os.path.isfile(os.path.join(path, "config.json")):
+    hf = convert.load_hf(path, head, strict=strict, head_kwargs=head_kwargs)
+    config, head, kwargs, params = hf.config, hf.head, hf.head_kwargs, hf.params
+    missing = hf.report.missing
+    _log_dropped(hf.report.unexpected, path, head)
+  else:
+    raise ElectraError(
+      f"no config.json or {CHECKPOINT_FILE} in {path}: pass a HF model directory or an electra-jax checkpoint"
+    )
+
+  model = model_lib.build_model(
+    config, head, dtype=dtype, param_dtype=param_dtype, scan_layers=False, remat=remat, **kwargs
+  )
+  if missing:
+    log.warning(
+      "%s has no weights for %d params of head %r; initialised them afresh (fine-tune before use): %s",
+      path,
+      len(missing),
+      head,
+      convert._fmt_keys(missing),
+    )
+    fresh = convert.flatten(model_lib.init_params(model, jax.random.key(seed)))
+    flat = convert.flatten(params)
+    flat.update({p: fresh[p] for p in missing})
+    params = convert.unflatten(flat)
+  params = jax.tree.map(lambda a: jnp.asarray(a, dtype=param_dtype), params)
+  if scan_layers:
+    params = model_lib.layers_to_scan(params, config.num_hidden_layers)
+    model = model_lib.build_model(
+      config, head, dtype=dtype, param_dtype=param_dtype, scan_layers=True, remat=remat, **kwargs
+    )
+  return model, params
+
+
+def _log_dropped(unexpected, path, head) -> None:
+  if unexpected:
+    log.warning(
+      "%s: dropped %d weights that head %r does not use: %s",
+      path,
+      len(unexpected),
+      head,
+      convert._fmt_keys(unexpected),
+    )
