@@ -318,8 +318,10 @@ class ElectraModel(nn.Module):
     if self.shared_embeddings is None:
       self.embeddings = ElectraEmbeddings(c, self.dtype, self.param_dtype)
     if c.embedding_size != c.hidden_size:
+      # Input axis unnamed: flax rejects a logical name used twice in one
+      # kernel (("embed", "embed") fails under any sharding rules).
       self.embeddings_project = _dense(
-        c.hidden_size, ("embed", "embed"), c, self.dtype, self.param_dtype, "embeddings_project"
+        c.hidden_size, (None, "embed"), c, self.dtype, self.param_dtype, "embeddings_project"
       )
     self.encoder = ElectraEncoder(c, self.dtype, self.param_dtype, self.scan_layers, self.remat)
 
