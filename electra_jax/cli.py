@@ -13,25 +13,52 @@ import sys
 
 from electra_jax.errors import ElectraError
 
+_CONVERT_HEADS = (
+  "auto",
+  "none",
+  "pretraining",
+  "masked_lm",
+  "sequence_classification",
+  "question_answering",
+  "token_classification",
+  "multiple_choice",
+)
+
 
 def _add_convert(sub):
   p = sub.add_parser(
     "convert",
     help="convert HF PyTorch ELECTRA checkpoints to electra-jax and back",
-    description="Convert between a HF transformers ELECTRA directory (config.json + model.safetensors or "
-    "pytorch_model.bin) and an electra-jax checkpoint directory.",
+    description="Convert between a HF transformers ELECTRA directory (config.json +\n"
+    "model.safetensors or pytorch_model.bin) and an electra-jax checkpoint directory\n"
+    "(electra_jax.json + Orbax params/ + tokenizer files).\n\n"
+    "Strict: checkpoint keys no rule maps, params the checkpoint lacks, or tensors\n"
+    "whose shape disagrees with config.json abort with the list of keys. A .bin is\n"
+    "read with torch.load(weights_only=True); --to-hf writes safetensors only.",
+    epilog="examples:\n"
+    "  electra-jax convert --from-hf ./electra-small-discriminator --out ./ej-small\n"
+    "  electra-jax convert --from-hf ./my-hf-model --head sequence_classification --out ./ej-cls\n"
+    "  electra-jax convert --to-hf ./ej-small --out ./hf-small",
+    formatter_class=argparse.RawDescriptionHelpFormatter,
   )
   g = p.add_mutually_exclusive_group(required=True)
-  g.add_argument("--from-hf", metavar="SRC", help="HF directory to read")
-  g.add_argument("--to-hf", metavar="SRC", help="electra-jax checkpoint directory to export")
+  g.add_argument("--from-hf", metavar="SRC", help="HF directory to convert to electra-jax")
+  g.add_argument(
+    "--to-hf",
+    metavar="SRC",
+    help="electra-jax checkpoint directory to export as config.json + model.safetensors",
+  )
   p.add_argument(
     "--out", required=True, metavar="DST", help="output directory (must not exist or be empty)"
   )
   p.add_argument(
     "--head",
     default="auto",
-    help="head to convert: auto (from the HF architectures field), none, pretraining, masked_lm, "
-    "sequence_classification, question_answering, token_classification, multiple_choice",
+    choices=_CONVERT_HEADS,
+    metavar="HEAD",
+    help="with --from-hf: the head to convert; 'auto' (default) takes it from config.json's "
+    "architectures (a generator, ElectraForMaskedLM, gives masked_lm), 'none' keeps the bare "
+    f"encoder. One of: {', '.join(_CONVERT_HEADS)}",
   )
   p.set_defaults(func=_run_convert)
 
@@ -39,6 +66,10 @@ def _add_convert(sub):
 def _run_convert(args):
   from electra_jax import convert
 
+  if args.to_hf and args.head != "auto":
+    raise ElectraError(
+      "--head applies to --from-hf only: --to-hf exports the checkpoint's own head"
+    )
   head = None if args.head == "none" else args.head
   if args.from_hf:
     dst = convert.convert_from_hf(args.from_hf, args.out, head=head)
@@ -47,7 +78,147 @@ def _run_convert(args):
   print(f"wrote {dst}")
 
 
-_COMMANDS = [_add_convert]
+def _add_predict(sub):
+  p = sub.add_parser(
+    "predict",
+    help="label a file of texts with a fine-tuned classifier (JSONL out)",
+    description="Batch prediction with a sequence-classification model. --model is an electra-jax "
+    "checkpoint, a HF ElectraForSequenceClassification directory, an `electra-jax export` directory, "
+    "or a fine-tuning workdir (its best/ checkpoint, else last/; with seed_<k>/ subdirectories the "
+    'seed results.json names as "best_seed", else seed_0). Input by extension: .txt (one example '
+    "per line; a tab splits text and text pair), .tsv/.csv (header row; TSV read with quoting off), "
+    ".jsonl (one object per line). Output: one JSON line per input row, in input order: "
+    '{"index", "label", "probabilities": {label: p}} for classifiers, {"index", "score"} for '
+    'regression. An empty line gives {"index", "error": "empty input"}; a text longer than the max '
+    'sequence length is truncated and marked "truncated": true. Malformed rows (bad JSON, missing '
+    "column, wrong field count, not UTF-8) are reported by row and line and skipped, or stop the run "
+    "with --on-error stop. The output is written to a temporary file and renamed at the end.",
+    epilog="examples:\n"
+    "  electra-jax predict --model runs/sst2 --input reviews.txt --output preds.jsonl\n"
+    "  electra-jax predict --model runs/mrpc/best --input pairs.tsv --text-column sentence1 \\\n"
+    "      --text-pair-column sentence2 --output preds.jsonl\n"
+    "  electra-jax predict --model exported/ --input dev.jsonl --output preds.jsonl --eval",
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  p.add_argument(
+    "--model", required=True, metavar="DIR", help="checkpoint, export or fine-tuning workdir"
+  )
+  p.add_argument("--input", required=True, metavar="FILE", help=".txt, .tsv, .csv or .jsonl file")
+  p.add_argument("--output", required=True, metavar="FILE", help="JSONL file to write")
+  p.add_argument(
+    "--format",
+    choices=("txt", "tsv", "csv", "jsonl"),
+    help="input format (default: from the --input extension)",
+  )
+  p.add_argument("--batch-size", type=int, default=64, help="rows per forward pass (default 64)")
+  p.add_argument(
+    "--max-seq-length",
+    type=int,
+    metavar="N",
+    help="truncate inputs to N tokens (default: the length stored with the model, else 512)",
+  )
+  p.add_argument(
+    "--text-column", default="text", help="text field of .tsv/.csv/.jsonl (default: text)"
+  )
+  p.add_argument(
+    "--text-pair-column",
+    metavar="COLUMN",
+    help="second-segment field for sentence-pair models (default: text_pair when present)",
+  )
+  p.add_argument(
+    "--label-column", default="label", help="gold label field, read with --eval (default: label)"
+  )
+  p.add_argument(
+    "--on-error",
+    choices=("skip", "stop"),
+    default="skip",
+    help="malformed rows: skip them and report (default), or stop with an error before writing",
+  )
+  p.add_argument(
+    "--eval",
+    action="store_true",
+    help="compare with the label column: adds 'gold' to each line and reports accuracy "
+    "(regression: Pearson/Spearman); rows with a label the model does not know are reported, "
+    "marked 'label_error', and left out of the metrics",
+  )
+  p.add_argument("--quiet", action="store_true", help="no progress bar")
+  p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args):
+  from electra_jax import predict
+
+  predict.predict_file(
+    args.model,
+    args.input,
+    args.output,
+    batch_size=args.batch_size,
+    max_seq_length=args.max_seq_length,
+    columns=predict.Columns(args.text_column, args.text_pair_column, args.label_column),
+    fmt=args.format,
+    on_error=args.on_error,
+    evaluate=args.eval,
+    progress=not args.quiet,
+  )
+
+
+def _add_export(sub):
+  p = sub.add_parser(
+    "export",
+    help="serialise a classifier with jax.export for serving without the training code",
+    description="Lower the jitted inference function (params, input_ids, attention_mask, "
+    "token_type_ids) -> {logits, probabilities} with jax.export (symbolic batch dimension, fixed "
+    "sequence length) and write OUT/model.jaxexport, OUT/params.npz (the weights), the tokenizer "
+    "files and OUT/serving_config.json (label map, max_seq_length, task). "
+    "electra_jax.serving.load_exported(OUT) runs it with jax, numpy and the tokenizer only; "
+    "`electra-jax predict --model OUT` also accepts it. --model takes the same directories as "
+    "predict.",
+    epilog="examples:\n"
+    "  electra-jax export --model runs/sst2 --out exported/sst2\n"
+    "  electra-jax export --model runs/sst2/best --out exported/sst2-tpu --platforms tpu,cpu\n"
+    "  python -c \"from electra_jax.serving import load_exported; "
+    "print(load_exported('exported/sst2').predict(['great']))\"",
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  p.add_argument("--model", required=True, metavar="DIR", help="checkpoint or fine-tuning workdir")
+  p.add_argument(
+    "--out", required=True, metavar="DIR", help="output directory (must not exist or be empty)"
+  )
+  p.add_argument(
+    "--max-seq-length",
+    type=int,
+    metavar="N",
+    help="the exported function's fixed sequence length (default: stored with the model, else 512)",
+  )
+  p.add_argument(
+    "--platforms",
+    metavar="LIST",
+    help="comma list of platforms to lower for: cpu, cuda, rocm, tpu (default: this machine's)",
+  )
+  p.add_argument(
+    "--embed-params",
+    action="store_true",
+    help="close over the weights as constants: one self-contained model.jaxexport as large as the "
+    "weights (limit 2 GB), instead of a small one plus params.npz",
+  )
+  p.set_defaults(func=_run_export)
+
+
+def _run_export(args):
+  from electra_jax import export
+
+  platforms = [x.strip() for x in args.platforms.split(",") if x.strip()] if args.platforms else None
+  out = export.export_model(
+    args.model,
+    args.out,
+    max_seq_length=args.max_seq_length,
+    platforms=platforms,
+    embed_params=args.embed_params,
+  )
+  print(f"wrote {out}")
+
+
+_COMMANDS = [_add_convert, _add_predict, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -773,7 +773,8 @@ def convert_from_hf(
   Args:
     src: HF directory.
     out: new electra-jax checkpoint directory (must not exist or be empty).
-    head: our head name, or "auto" (from `architectures`).
+    head: our head name, or "auto" (from `architectures`); `None` keeps the
+      encoder of any checkpoint and drops its head.
 
   Returns:
     The output directory.
@@ -781,9 +782,12 @@ def convert_from_hf(
   from electra_jax import pretrained
 
   out = _prepare_out(out)
-  ckpt = load_hf(src, head, strict=True)
+  # Asking for the bare encoder drops a head on purpose; any other mismatch is an error.
+  ckpt = load_hf(src, head, strict=head is not None)
   for key in ckpt.report.skipped:
     log.info("skipped %s (buffer or tied weight)", key)
+  if ckpt.report.unexpected:
+    log.warning("dropped head weights: %s", _fmt_keys(ckpt.report.unexpected))
   return pretrained.save_pretrained(
     out,
     ckpt.config,
