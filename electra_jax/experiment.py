@@ -27,7 +27,9 @@ def _flatten_keys(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[str]
   return keys
 
 
-def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_collections.ConfigDict:
+def load_config(
+  spec: str, overrides: list[str] | tuple[str, ...] = ()
+) -> ml_collections.ConfigDict:
   """Loads `path.py[:arg]` and applies `--config.key=value` overrides.
 
   Args:
@@ -40,13 +42,19 @@ def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_co
   """
   path = spec.split(":", 1)[0]
   if not os.path.exists(path):
-    raise ElectraError(f"config file {path} not found (expected e.g. experiments/configs/pretrain.py:size=tiny)")
+    raise ElectraError(
+      f"config file {path} not found (expected e.g. experiments/configs/pretrain.py:size=tiny)"
+    )
   bad = [o for o in overrides if not o.startswith("--config.")]
   if bad:
-    raise ElectraError(f"unrecognised arguments {' '.join(bad)} (config overrides look like --config.key=value)")
+    raise ElectraError(
+      f"unrecognised arguments {' '.join(bad)} (config overrides look like --config.key=value)"
+    )
   argv = ["electra-jax", f"--config={spec}", *overrides]
   fv = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", default=None, flag_values=fv, lock_config=True, sys_argv=argv)
+  config_flags.DEFINE_config_file(
+    "config", default=None, flag_values=fv, lock_config=True, sys_argv=argv
+  )
   try:
     fv(argv)
     cfg = fv.config
@@ -56,11 +64,15 @@ def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_co
     raise ElectraError(str(e).splitlines()[0]) from None
   except (AttributeError, KeyError) as e:
     key = str(e).strip("'\"")
-    raise ElectraError(f"unknown config key {key!r} in overrides; run with --help-config to list the keys") from None
+    raise ElectraError(
+      f"unknown config key {key!r} in overrides; run with --help-config to list the keys"
+    ) from None
   except ElectraError:
     raise
   except Exception as e:  # the config file itself raised
-    raise ElectraError(f"{spec}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    raise ElectraError(
+      f"{spec}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    ) from None
   return cfg
 
 

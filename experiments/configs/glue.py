@@ -1,0 +1,98 @@
+"""Fine-tuning config: `--config experiments/configs/glue.py:task=sst2,size=small`.
+
+The recipe of the paper (Clark et al., 2020, Appendix A / Table 7) and the
+official `configure_finetuning.py`: AdamW, layer-wise LR decay, 10 % warmup
+then linear decay, batch 32, 3 epochs (10 for RTE and STS-B), max length 128,
+dropout 0.1. `task` is a GLUE task name (cola, sst2, mrpc, stsb, qqp, mnli,
+qnli, rte, wnli) or `custom` for the user's own CSV/TSV/JSONL files. The
+argument is a comma list of `key=value`; every key below can be overridden
+with `--config.<key>=<value>`.
+"""
+
+import ml_collections
+
+# size: (lr, layer-wise decay, embedding, hidden, layers, heads, intermediate)
+_SIZES = {
+  "tiny": (1e-3, 1.0, 64, 128, 2, 2, 256),
+  "small": (3e-4, 0.8, 128, 256, 12, 4, 1024),
+  "base": (1e-4, 0.8, 768, 768, 12, 12, 3072),
+  "large": (5e-5, 0.9, 1024, 1024, 24, 16, 4096),
+}
+_LONG_TASKS = ("rte", "stsb")  # 10 epochs in the paper, 3 for the rest
+
+
+def _parse_arg(arg):
+  out = {"size": "small", "task": "sst2"}
+  for item in filter(None, (arg or "").split(",")):
+    key, _, value = item.partition("=")
+    out[key.strip()] = value.strip()
+  return out
+
+
+def get_config(arg=None):
+  """Returns the fine-tuning ConfigDict for `arg` (e.g. "task=sst2,size=small")."""
+  args = _parse_arg(arg)
+  size, task = args["size"], args["task"].lower()
+  if size not in _SIZES:
+    raise ValueError(f"unknown size {size!r}; choose from {', '.join(_SIZES)}")
+  lr, decay, emb, hidden, layers, heads, ffn = _SIZES[size]
+
+  c = ml_collections.ConfigDict()
+  c.size = size
+  c.task = task
+  # A GLUE-layout directory (CoLA/, SST-2/, ...), or empty for ../shared/data/glue_data.
+  c.data_dir = ""
+  # For task=custom: the user's files and columns.
+  c.train_file = ""
+  c.dev_file = ""
+  c.test_file = ""
+  c.text_column = "text"
+  c.text_pair_column = ""
+  c.label_column = "label"
+  c.regression = False  # custom task: float labels, num_labels 1
+  # Class weights for imbalanced labels: "" (none), "balanced", or a JSON dict {label: weight}.
+  c.class_weights = ""
+  # Train-time noise injection (probabilities per token); 0 disables each.
+  c.augment = ml_collections.ConfigDict(
+    dict(token_dropout=0.0, local_shuffle=0.0, random_token=0.0)
+  )
+
+  # Initialisation: an electra-jax checkpoint, a HF directory, or "" (scratch, using `model` below).
+  c.init_from = ""
+  # Tokenizer: empty means the one stored with init_from, else the bundled BERT uncased vocab.
+  c.tokenizer = ""
+  c.model = ml_collections.ConfigDict(
+    dict(
+      embedding_size=emb,
+      hidden_size=hidden,
+      num_hidden_layers=layers,
+      num_attention_heads=heads,
+      intermediate_size=ffn,
+      max_position_embeddings=512,
+    )
+  )
+  c.dropout = 0.1  # hidden and attention dropout while fine-tuning
+
+  c.epochs = 10 if task in _LONG_TASKS else 3
+  c.learning_rate = lr
+  c.layerwise_lr_decay = decay  # 1.0 disables
+  c.llrd_official_off_by_one = False  # True reproduces the official code's depth offset
+  c.warmup_fraction = 0.1
+  c.weight_decay = 0.01
+  c.adam_eps = 1e-6
+  c.clip_norm = 1.0
+  c.batch_size = 32
+  c.eval_batch_size = 128
+  c.max_seq_length = 128
+  c.max_train_examples = 0  # 0 = all; otherwise a prefix (quick experiments)
+
+  c.seed = 0
+  c.seeds = 1  # number of seeds (seed, seed+1, ...); results report median/mean/std
+  c.log_every = 50
+  c.checkpoint_every = 1000
+  c.write_test_predictions = True  # GLUE leaderboard files in WORKDIR/test_predictions
+
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
+  c.sharding_rules = "dp"
+  c.compute_dtype = "float32"
+  return c

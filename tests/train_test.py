@@ -1,0 +1,169 @@
+"""Tests of the shared train loop on a tiny classifier with synthetic data."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from electra_jax import model as model_lib
+from electra_jax import train
+from electra_jax.config import ElectraConfig
+from electra_jax.errors import ElectraError
+
+CFG = ElectraConfig(
+  vocab_size=50,
+  embedding_size=16,
+  hidden_size=32,
+  num_hidden_layers=2,
+  num_attention_heads=2,
+  intermediate_size=64,
+  max_position_embeddings=16,
+)
+
+
+class SyntheticBatches:
+  """A deterministic, resumable iterator: batch i is a function of (seed, i)."""
+
+  def __init__(self, seed=0, batch=8, length=12):
+    self.seed, self.batch, self.length, self.position = seed, batch, length, 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    rs = np.random.RandomState(self.seed * 100003 + self.position)
+    self.position += 1
+    ids = rs.randint(1, CFG.vocab_size, size=(self.batch, self.length)).astype(np.int32)
+    labels = (ids[:, 1] > CFG.vocab_size // 2).astype(np.int32)
+    return {"input_ids": ids, "labels": labels}
+
+  def get_state(self):
+    return {"position": self.position}
+
+  def set_state(self, state):
+    self.position = int(state["position"])
+
+
+def _setup(nan_at_step=None):
+  model = model_lib.ElectraForSequenceClassification(CFG, num_labels=2)
+
+  def init_boxed(rng):
+    return model.init(rng, jnp.zeros((1, 12), jnp.int32))["params"]
+
+  def loss_fn(params, batch, rng, deterministic):
+    logits = model.apply(
+      {"params": params}, batch["input_ids"], deterministic=deterministic, rngs={"dropout": rng}
+    )
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
+    if nan_at_step is not None:
+      loss = loss * jnp.where(batch["input_ids"][0, 0] < 0, jnp.nan, 1.0)
+    return loss, {"accuracy": (logits.argmax(-1) == batch["labels"]).mean()}
+
+  optimizer = optax.adamw(1e-3)
+  return init_boxed, loss_fn, optimizer
+
+
+def _run(workdir, total, stop_after=None, data=None, **kw):
+  init_boxed, loss_fn, optimizer = _setup()
+  data = data or SyntheticBatches()
+  return train.train_loop(
+    workdir=str(workdir),
+    total_steps=total,
+    init_boxed_params=init_boxed,
+    loss_fn=loss_fn,
+    optimizer=optimizer,
+    data_iter=data,
+    log_every=2,
+    checkpoint_every=kw.pop("checkpoint_every", 3),
+    async_checkpoints=False,
+    progress=False,
+    stop_after=stop_after,
+    signature={"model": CFG.to_dict()},
+    tokens_per_batch=96,
+    **kw,
+  )
+
+
+def test_resume_is_bitwise_exact(tmp_path):
+  full = _run(tmp_path / "full", 6)
+  first = _run(tmp_path / "split", 6, stop_after=3)
+  assert first["stopped"] == "stop_after" and first["step"] == 3
+  second = _run(tmp_path / "split", 6)
+  assert second["step"] == 6
+  for a, b in zip(jax.tree.leaves(full["state"].params), jax.tree.leaves(second["state"].params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  lines = [json.loads(line) for line in open(tmp_path / "full" / "metrics.jsonl")]
+  assert [row["step"] for row in lines] == [2, 4, 6]
+  assert all("loss" in row and "tokens_per_sec" in row for row in lines)
+  results = json.load(open(tmp_path / "full" / "results.json"))
+  assert results["step"] == 6 and results["stopped"] == "completed"
+
+
+def test_loss_falls(tmp_path):
+  result = _run(tmp_path / "w", 40, checkpoint_every=100)
+  rows = [json.loads(line) for line in open(tmp_path / "w" / "metrics.jsonl")]
+  assert rows[-1]["loss"] < rows[0]["loss"], rows
+
+
+def test_nan_loss_stops_and_names_last_checkpoint(tmp_path):
+  init_boxed, loss_fn, optimizer = _setup(nan_at_step=True)
+
+  class PoisonAt4(SyntheticBatches):
+    def __next__(self):
+      batch = super().__next__()
+      if self.position == 5:  # the 5th batch: step 5
+        batch["input_ids"][0, 0] = -1
+      return batch
+
+  with pytest.raises(train.TrainingStopped, match=r"at step 5; last good checkpoint: step 3"):
+    train.train_loop(
+      workdir=str(tmp_path),
+      total_steps=10,
+      init_boxed_params=init_boxed,
+      loss_fn=loss_fn,
+      optimizer=optimizer,
+      data_iter=PoisonAt4(),
+      checkpoint_every=3,
+      async_checkpoints=False,
+      progress=False,
+    )
+
+
+def test_workdir_of_another_model_is_refused(tmp_path):
+  _run(tmp_path, 3)
+  before = sorted(os.listdir(tmp_path / "checkpoints"))
+  init_boxed, loss_fn, optimizer = _setup()
+  with pytest.raises(ElectraError, match="different model"):
+    train.train_loop(
+      workdir=str(tmp_path),
+      total_steps=6,
+      init_boxed_params=init_boxed,
+      loss_fn=loss_fn,
+      optimizer=optimizer,
+      data_iter=SyntheticBatches(),
+      signature={"model": CFG.replace(hidden_size=64).to_dict()},
+      progress=False,
+    )
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == before
+
+
+@pytest.mark.parametrize("rules", ["dp", "fsdp", "fsdp_tp"])
+def test_sharded_steps_match_single_device(tmp_path, rules):
+  if jax.device_count() < 8:
+    pytest.skip("needs 8 (fake) devices: XLA_FLAGS=--xla_force_host_platform_device_count=8")
+  single = _run(tmp_path / "one", 3, mesh_shape={"data": 1}, devices=jax.devices()[:1])
+  mesh = {
+    "dp": {"data": 8},
+    "fsdp": {"data": 2, "fsdp": 4},
+    "fsdp_tp": {"data": 2, "fsdp": 2, "model": 2},
+  }[rules]
+  sharded = _run(tmp_path / rules, 3, mesh_shape=mesh, sharding_rules=rules)
+  assert abs(single["final_metrics"]["loss"] - sharded["final_metrics"]["loss"]) < 1e-5
+  for a, b in zip(
+    jax.tree.leaves(single["state"].params), jax.tree.leaves(sharded["state"].params)
+  ):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5, rtol=1e-4)
