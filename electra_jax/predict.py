@@ -1,0 +1,628 @@
+"""`electra-jax predict`: batch prediction from a file with a fine-tuned classifier.
+
+Which model (`--model`):
+  - an electra-jax checkpoint directory with a `sequence_classification`
+    head (`electra_jax.json` + `params/`), or a HF directory holding an
+    `ElectraForSequenceClassification`;
+  - a directory written by `electra-jax export` (runs the exported function);
+  - a fine-tuning workdir: its `best/` checkpoint, else `last/`. A workdir with
+    several seeds (`seed_<k>/best`, ...) uses the seed that `results.json`
+    names as `"best_seed"`, else `seed_0`.
+
+Input files (`--input`), chosen by extension:
+  - `.txt`: one example per line; a tab splits the line into text and
+    text pair (sentence-pair models); everything after the first tab is the
+    pair. No header, no labels.
+  - `.tsv` / `.csv`: a header row naming the columns; `--text-column`
+    (default `text`), `--text-pair-column` (default `text_pair` when the header
+    has it), `--label-column` (default `label`, read with `--eval` only). TSV
+    is read with quoting off (a field may begin with a quote, as in GLUE);
+    CSV with standard quoting.
+  - `.jsonl`: one JSON object per line with the same field names.
+
+Output (`--output`, JSONL), one line per input row, in input order:
+  {"index": i, "label": "pos", "probabilities": {"neg": 0.1, "pos": 0.9}}
+  {"index": i, "score": 3.7}                       (regression)
+`index` counts data rows from 0 (the header is not a row). An empty line (or
+empty text) gives `{"index": i, "error": "empty input"}`; an input longer
+than the max sequence length is truncated and marked `"truncated": true`.
+
+Malformed rows (bad JSON, a missing column, a wrong field count, bytes that
+are not UTF-8) are reported with their row and line numbers. With
+`--on-error skip` (default) they get no output line and a summary is
+printed; with `--on-error stop` the first one stops the run with a one-line
+error before anything is written.
+
+With `--eval`, each row's label is compared with the prediction: rows get
+`"gold"`, and accuracy (classification) or Pearson/Spearman (regression) is
+reported. A row whose label is not in the model's label map (or not a
+number, for regression) is reported, marked `"label_error"`, still
+predicted, and left out of the metrics.
+
+The output is written to a temporary file beside `--output` and renamed at
+the end, so a failed run leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from electra_jax import serving
+from electra_jax.errors import ElectraError
+
+FORMATS = ("txt", "tsv", "csv", "jsonl")
+_CHUNK = 4096  # rows tokenized and predicted at a time (bounds memory)
+
+
+class InputRow(NamedTuple):
+  """One data row of an input file."""
+
+  index: int  # 0-based data row
+  line: int  # 1-based line in the file where the row starts
+  text: str
+  pair: str | None
+  label: Any = None  # raw label value (only read for --eval)
+  error: str | None = None  # malformed: why; the row is not predicted
+
+
+# -- which model --------------------------------------------------------------------
+
+
+def _is_model_dir(path: str) -> bool:
+  from electra_jax import pretrained
+
+  return (
+    pretrained.is_checkpoint_dir(path)
+    or serving.is_export_dir(path)
+    or os.path.isfile(os.path.join(path, "config.json"))
+  )
+
+
+def _best_seed_dir(workdir: str, seeds: list[str]) -> str:
+  results = os.path.join(workdir, "results.json")
+  if os.path.isfile(results):
+    try:
+      with open(results, encoding="utf-8") as f:
+        best = json.load(f).get("best_seed")
+    except (OSError, json.JSONDecodeError, AttributeError):
+      best = None
+    if best is not None:
+      name = best if str(best).startswith("seed_") else f"seed_{best}"
+      if name in seeds:
+        return name
+  return "seed_0" if "seed_0" in seeds else seeds[0]
+
+
+def resolve_model_dir(path: str | os.PathLike) -> str:
+  """The model directory `--model path` means (see the module docstring).
+
+  Raises:
+    ElectraError: nothing loadable at `path`.
+  """
+  path = os.path.abspath(os.fspath(path))
+  if not os.path.isdir(path):
+    raise ElectraError(f"--model {path} does not exist or is not a directory")
+  if _is_model_dir(path):
+    return path
+  seeds = sorted(
+    (d for d in os.listdir(path) if re.fullmatch(r"seed_\d+", d)),
+    key=lambda d: int(d[5:]),
+  )
+  where = os.path.join(path, _best_seed_dir(path, seeds)) if seeds else path
+  for name in ("best", "last"):
+    candidate = os.path.join(where, name)
+    if os.path.isdir(candidate) and _is_model_dir(candidate):
+      return candidate
+  raise ElectraError(
+    f"--model {path} is neither a model directory (electra_jax.json, config.json or "
+    "serving_config.json) nor a fine-tuning workdir with best/ or last/ checkpoints"
+  )
+
+
+class Classifier(NamedTuple):
+  """A live sequence-classification model and what serving needs about it."""
+
+  model: Any
+  params: Any
+  config: Any
+  num_labels: int
+  label_map: list[str] | None
+  task: str | None
+  max_seq_length: int
+  path: str
+
+
+def _label_map(extra: dict, num_labels: int) -> list[str] | None:
+  if num_labels == 1:
+    return None
+  if extra.get("label_map"):
+    return [str(x) for x in extra["label_map"]]
+  if extra.get("id2label"):  # converted from HF
+    id2label = extra["id2label"]
+    return [str(id2label[k]) for k in sorted(id2label, key=int)]
+  return None
+
+
+def load_classifier(path: str, max_seq_length: int | None = None) -> Classifier:
+  """Loads a sequence-classification checkpoint (electra-jax or HF) for serving.
+
+  Args:
+    path: a model directory (not a workdir; see `resolve_model_dir`).
+    max_seq_length: overrides the length stored with the model.
+
+  Raises:
+    ElectraError: not a classifier, or a length the model cannot take.
+  """
+  from electra_jax import convert, pretrained
+
+  if pretrained.is_checkpoint_dir(path):
+    meta = pretrained.read_checkpoint_meta(path)
+    head, extra = meta.get("head"), dict(meta.get("extra") or {})
+  else:
+    hf = _read_json(os.path.join(path, "config.json"))
+    archs = hf.get("architectures") or []
+    head = "sequence_classification" if "ElectraForSequenceClassification" in archs else archs
+    extra = convert.label_maps(hf)
+  if head != "sequence_classification":
+    raise ElectraError(
+      f"{path} holds a {head!r} model; predict and export need a sequence_classification "
+      "checkpoint (fine-tune one with `electra-jax finetune`)"
+    )
+  model, params = pretrained.from_pretrained(path, head="sequence_classification", strict=True)
+  config = model.config
+  num_labels = int(model.num_labels)
+  limit = config.max_position_embeddings
+  length = max_seq_length or extra.get("max_seq_length") or min(512, limit)
+  if not isinstance(length, int) or length < 2 or length > limit:
+    raise ElectraError(
+      f"max sequence length {length!r} is not usable: the model takes 2..{limit} tokens"
+    )
+  return Classifier(
+    model,
+    params,
+    config,
+    num_labels,
+    _label_map(extra, num_labels),
+    extra.get("task"),
+    int(length),
+    path,
+  )
+
+
+def _read_json(file: str) -> dict:
+  try:
+    with open(file, encoding="utf-8") as f:
+      return json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise ElectraError(f"cannot read {file}: {e}") from None
+
+
+def load_predictor(
+  model: str | os.PathLike, batch_size: int = 64, max_seq_length: int | None = None
+) -> serving.Predictor:
+  """A `serving.Predictor` for `--model` (checkpoint, export or workdir).
+
+  Args:
+    model: see `resolve_model_dir`.
+    batch_size: rows per forward call.
+    max_seq_length: truncation length (default: the one stored with the model).
+
+  Returns:
+    The predictor; live models run a jitted `model.apply` on bucketed shapes.
+  """
+  import jax
+
+  from electra_jax import tokenization
+
+  path = resolve_model_dir(model)
+  if serving.is_export_dir(path):
+    predictor = serving.load_exported(path, batch_size=batch_size)
+    if max_seq_length and max_seq_length != predictor.max_seq_length:
+      raise ElectraError(
+        f"{path} was exported with a fixed length of {predictor.max_seq_length} tokens; "
+        "drop --max-seq-length or re-export with the length you want"
+      )
+    return predictor
+  clf = load_classifier(path, max_seq_length)
+
+  @jax.jit
+  def forward(params, ids, mask, types):
+    return clf.model.apply(
+      {"params": params}, ids, attention_mask=mask, token_type_ids=types, deterministic=True
+    )
+
+  return serving.Predictor(
+    lambda ids, mask, types: forward(clf.params, ids, mask, types),
+    tokenization.load_tokenizer(path),
+    num_labels=clf.num_labels,
+    max_seq_length=clf.max_seq_length,
+    label_map=clf.label_map,
+    task=clf.task,
+    batch_size=batch_size,
+  )
+
+
+# -- input files ------------------------------------------------------------------------
+
+
+def input_format(path: str, fmt: str | None = None) -> str:
+  """`fmt`, or the format the extension of `path` names."""
+  if fmt:
+    if fmt not in FORMATS:
+      raise ElectraError(f"unknown input format {fmt!r}: use one of {', '.join(FORMATS)}")
+    return fmt
+  ext = os.path.splitext(path)[1].lower().lstrip(".")
+  if ext == "json":
+    ext = "jsonl"
+  if ext not in FORMATS:
+    raise ElectraError(
+      f"cannot tell the format of {path} from its extension: name it .txt, .tsv, .csv or "
+      ".jsonl, or pass --format"
+    )
+  return ext
+
+
+def _lines(path: str) -> Iterator[tuple[int, str | None]]:
+  """(line number, decoded line or None when not UTF-8), newline stripped."""
+  with open(path, "rb") as f:
+    for number, raw in enumerate(f, 1):
+      if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # byte-order mark
+      try:
+        yield number, raw.decode("utf-8").rstrip("\r\n")
+      except UnicodeDecodeError:
+        yield number, None
+
+
+def _as_text(value: Any, column: str) -> tuple[str | None, str | None]:
+  """(text, error) for a field value; None/missing text is empty input."""
+  if value is None:
+    return "", None
+  if isinstance(value, str):
+    return value, None
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    return None, f"field {column!r} is a {type(value).__name__}, not text"
+  return str(value), None
+
+
+class Columns(NamedTuple):
+  text: str = "text"
+  pair: str | None = None  # None: "text_pair" when present
+  label: str = "label"
+
+
+DEFAULT_COLUMNS = Columns()
+
+
+def read_input(
+  path: str | os.PathLike,
+  columns: Columns = DEFAULT_COLUMNS,
+  fmt: str | None = None,
+  need_labels: bool = False,
+) -> list[InputRow]:
+  """Reads every data row of an input file (malformed rows carry `error`).
+
+  Args:
+    path: the input file.
+    columns: field names for text, pair and label.
+    fmt: one of `FORMATS`; default from the extension.
+    need_labels: `--eval`: the label column must exist.
+
+  Returns:
+    The rows in file order.
+
+  Raises:
+    ElectraError: unreadable file, a header without the named columns, or
+      labels asked of a .txt file.
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise ElectraError(f"--input {path} does not exist or is not a file")
+  fmt = input_format(path, fmt)
+  if fmt == "txt":
+    if need_labels:
+      raise ElectraError(f"{path}: a .txt input has no labels to evaluate; use .tsv/.csv/.jsonl")
+    return list(_read_txt(path))
+  if fmt == "jsonl":
+    return list(_read_jsonl(path, columns, need_labels))
+  return list(_read_table(path, fmt, columns, need_labels))
+
+
+def _read_txt(path: str) -> Iterator[InputRow]:
+  for index, (line, text) in enumerate(_lines(path)):
+    if text is None:
+      yield InputRow(index, line, "", None, error="not valid UTF-8")
+      continue
+    text, tab, pair = text.partition("\t")
+    yield InputRow(index, line, text, pair if tab else None)
+
+
+def _read_jsonl(path: str, columns: Columns, need_labels: bool) -> Iterator[InputRow]:
+  pair_col = columns.pair or "text_pair"
+  for index, (line, raw) in enumerate(_lines(path)):
+
+    def bad(reason, index=index, line=line):
+      return InputRow(index, line, "", None, error=reason)
+
+    if raw is None:
+      yield bad("not valid UTF-8")
+      continue
+    if not raw.strip():
+      yield InputRow(index, line, "", None)
+      continue
+    try:
+      obj = json.loads(raw)
+    except json.JSONDecodeError as e:
+      yield bad(f"bad JSON: {e.msg} at column {e.colno}")
+      continue
+    if not isinstance(obj, dict):
+      yield bad(f"expected a JSON object, got {type(obj).__name__}")
+      continue
+    if columns.text not in obj:
+      yield bad(f"no {columns.text!r} field (use --text-column)")
+      continue
+    if columns.pair and columns.pair not in obj:
+      yield bad(f"no {columns.pair!r} field")
+      continue
+    if need_labels and columns.label not in obj:
+      yield bad(f"no {columns.label!r} field")
+      continue
+    text, err = _as_text(obj[columns.text], columns.text)
+    pair, pair_err = (None, None)
+    if pair_col in obj:
+      pair, pair_err = _as_text(obj[pair_col], pair_col)
+    if err or pair_err:
+      yield bad(err or pair_err)
+      continue
+    yield InputRow(index, line, text, pair, obj.get(columns.label))
+
+
+def _read_table(path: str, fmt: str, columns: Columns, need_labels: bool) -> Iterator[InputRow]:
+  if fmt == "tsv":
+    records = ((line, None if raw is None else raw.split("\t")) for line, raw in _lines(path))
+  else:
+    try:
+      with open(path, encoding="utf-8-sig", newline="") as f:
+        content = f.read()
+    except UnicodeDecodeError as e:
+      raise ElectraError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    records = _csv_records(content)
+  header = None
+  for line, fields in records:
+    if header is None:
+      if fields is None:
+        raise ElectraError(f"{path}: the header line is not valid UTF-8")
+      header = [h.strip() for h in fields]
+      text_i, pair_i, label_i = _column_indices(path, header, columns, need_labels)
+      index = 0
+      continue
+    row = index
+    index += 1
+    if fields is None:
+      yield InputRow(row, line, "", None, error="not valid UTF-8")
+    elif fields == [] or fields == [""]:
+      yield InputRow(row, line, "", None)
+    elif len(fields) != len(header):
+      yield InputRow(row, line, "", None, error=f"expected {len(header)} fields, got {len(fields)}")
+    else:
+      yield InputRow(
+        row,
+        line,
+        fields[text_i],
+        None if pair_i is None else fields[pair_i],
+        None if label_i is None else fields[label_i],
+      )
+  if header is None:
+    raise ElectraError(f"{path} is empty: a .{fmt} input needs a header row naming its columns")
+
+
+def _csv_records(content: str) -> Iterator[tuple[int, list[str] | None]]:
+  reader = csv.reader(io.StringIO(content))
+  start = 1
+  while True:
+    try:
+      fields = next(reader)
+    except StopIteration:
+      return
+    except csv.Error as e:
+      # The reader cannot resynchronise inside a broken record: stop here.
+      raise ElectraError(f"CSV syntax error at line {reader.line_num}: {e}") from None
+    yield start, fields
+    start = reader.line_num + 1
+
+
+def _column_indices(path, header, columns: Columns, need_labels):
+  def find(name, required, flag):
+    if name in header:
+      return header.index(name)
+    if required:
+      raise ElectraError(
+        f"{path} has no column {name!r} (columns: {', '.join(header)}); pass {flag}"
+      )
+    return None
+
+  text_i = find(columns.text, True, "--text-column")
+  pair_i = find(columns.pair or "text_pair", bool(columns.pair), "--text-pair-column")
+  label_i = find(columns.label, need_labels, "--label-column")
+  return text_i, pair_i, label_i
+
+
+# -- predict_file ---------------------------------------------------------------------
+
+
+def _gold(predictor: serving.Predictor, raw: Any) -> tuple[Any, str | None]:
+  """(gold label, error) for a raw label value."""
+  if predictor.is_regression:
+    try:
+      value = float(raw)
+    except (TypeError, ValueError):
+      return None, f"label {raw!r} is not a number"
+    if not np.isfinite(value):
+      return None, f"label {raw!r} is not a finite number"
+    return value, None
+  if isinstance(raw, float) and raw.is_integer():
+    raw = int(raw)
+  label = "" if raw is None else str(raw).strip()
+  if label not in predictor.label_map:
+    return None, f"unknown label {label!r} (the model knows {', '.join(predictor.label_map)})"
+  return label, None
+
+
+def _metrics(predictor: serving.Predictor, pairs: list[tuple[Any, Any]]) -> dict[str, float]:
+  if not pairs:
+    return {"n": 0}
+  if predictor.is_regression:
+    from scipy import stats
+
+    gold = np.array([g for g, _ in pairs])
+    pred = np.array([p for _, p in pairs])
+    if len(pairs) < 2 or gold.std() == 0 or pred.std() == 0:
+      return {"n": len(pairs)}
+    return {
+      "n": len(pairs),
+      "pearson": float(stats.pearsonr(gold, pred)[0]),
+      "spearman": float(stats.spearmanr(gold, pred)[0]),
+    }
+  return {"n": len(pairs), "accuracy": float(np.mean([g == p for g, p in pairs]))}
+
+
+def predict_file(
+  model: str | os.PathLike | serving.Predictor,
+  input_path: str | os.PathLike,
+  output_path: str | os.PathLike,
+  *,
+  batch_size: int = 64,
+  max_seq_length: int | None = None,
+  columns: Columns = DEFAULT_COLUMNS,
+  fmt: str | None = None,
+  on_error: str = "skip",
+  evaluate: bool = False,
+  progress: bool = True,
+  log=None,
+) -> dict[str, Any]:
+  """Predicts every row of `input_path` and writes JSONL to `output_path`.
+
+  Args:
+    model: `--model` (see `resolve_model_dir`) or a ready `Predictor`.
+    input_path: .txt / .tsv / .csv / .jsonl file (see the module docstring).
+    output_path: JSONL file to write (replaced atomically).
+    batch_size: rows per forward call.
+    max_seq_length: truncation length (default: stored with the model).
+    columns: field names.
+    fmt: input format, default from the extension.
+    on_error: "skip" malformed rows (reported) or "stop" at the first one.
+    evaluate: compare with the label column and report metrics.
+    progress: show a tqdm progress bar.
+    log: where to print the report (default stderr).
+
+  Returns:
+    A summary: counts of rows, predictions, empty, truncated, malformed
+    (with their row/line/reason) and label errors, plus `metrics` with
+    `evaluate`.
+
+  Raises:
+    ElectraError: bad arguments or input, or a malformed row with
+      `on_error="stop"`.
+  """
+  from tqdm.auto import tqdm
+
+  log = log or sys.stderr
+  if on_error not in ("skip", "stop"):
+    raise ElectraError(f"--on-error must be skip or stop, got {on_error!r}")
+  input_path, output_path = os.fspath(input_path), os.fspath(output_path)
+  out_dir = os.path.dirname(os.path.abspath(output_path))
+  if not os.path.isdir(out_dir):
+    raise ElectraError(f"the directory of --output {output_path} does not exist")
+  rows = read_input(input_path, columns, fmt, need_labels=evaluate)
+  malformed = [r for r in rows if r.error]
+  if malformed and on_error == "stop":
+    r = malformed[0]
+    raise ElectraError(
+      f"{input_path}: row {r.index} (line {r.line}) is malformed: {r.error}; fix it or pass "
+      "--on-error skip"
+    )
+  good = [r for r in rows if not r.error]
+  if isinstance(model, serving.Predictor):
+    predictor = model
+  else:
+    predictor = load_predictor(model, batch_size=batch_size, max_seq_length=max_seq_length)
+
+  summary: dict[str, Any] = {
+    "rows": len(rows),
+    "predicted": 0,
+    "empty": 0,
+    "truncated": 0,
+    "malformed": [{"row": r.index, "line": r.line, "error": r.error} for r in malformed],
+    "label_errors": [],
+  }
+  scored: list[tuple[Any, Any]] = []
+  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(output_path)}.", dir=out_dir)
+  try:
+    with (
+      os.fdopen(fd, "w", encoding="utf-8") as f,
+      tqdm(total=len(good), unit="row", disable=not progress, file=log) as bar,
+    ):
+      for start in range(0, len(good), _CHUNK):
+        chunk = good[start : start + _CHUNK]
+        results = predictor.predict([r.text for r in chunk], [r.pair for r in chunk], progress=bar)
+        for r, result in zip(chunk, results):
+          line = {"index": r.index, **result}
+          if "error" in result:
+            summary["empty"] += 1
+          else:
+            summary["predicted"] += 1
+            summary["truncated"] += bool(result.get("truncated"))
+            if evaluate:
+              gold, err = _gold(predictor, r.label)
+              if err:
+                line["label_error"] = err
+                summary["label_errors"].append({"row": r.index, "line": r.line, "error": err})
+              else:
+                line["gold"] = gold
+                pred = result["score"] if predictor.is_regression else result["label"]
+                scored.append((gold, pred))
+          f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    os.replace(tmp, output_path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  if evaluate:
+    summary["metrics"] = _metrics(predictor, scored)
+  _report(summary, input_path, output_path, evaluate, log)
+  return summary
+
+
+def _report(summary, input_path, output_path, evaluate, log) -> None:
+  def listing(items, limit=10):
+    text = "; ".join(f"row {x['row']} (line {x['line']}): {x['error']}" for x in items[:limit])
+    return text + (f"; ... {len(items) - limit} more" if len(items) > limit else "")
+
+  print(
+    f"wrote {summary['predicted'] + summary['empty']} lines to {output_path}: "
+    f"{summary['predicted']} predicted, {summary['empty']} empty, "
+    f"{summary['truncated']} truncated, {len(summary['malformed'])} malformed skipped",
+    file=log,
+  )
+  if summary["malformed"]:
+    print(f"malformed rows in {input_path} (skipped): {listing(summary['malformed'])}", file=log)
+  if summary["label_errors"]:
+    print(
+      f"rows with unusable labels (predicted, not scored): {listing(summary['label_errors'])}",
+      file=log,
+    )
+  if evaluate:
+    metrics = ", ".join(
+      f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary["metrics"].items()
+    )
+    print(f"eval: {metrics}", file=log)

@@ -1,0 +1,366 @@
+"""Tests for `predict` (batch prediction from files) and `export` (jax.export serving).
+
+A tiny randomly initialised classifier (hidden 32, 2 layers) is saved with
+`save_pretrained`; predictions are checked against a direct, unpadded
+`model.apply` on each example, so bucketing, batch padding, sorting and
+re-ordering are all covered by the comparison.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from electra_jax import cli, export, predict, serving, tokenization
+from electra_jax.config import ElectraConfig
+from electra_jax.errors import ElectraError
+from electra_jax.model import build_model, init_params
+from electra_jax.pretrained import from_pretrained, save_pretrained
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+VOCAB_DIR = REPO / "electra_jax" / "sample_data"
+LABELS = ["neg", "neu", "pos"]
+MAX_LEN = 24
+
+
+def _save_tiny(path, num_labels, extra, seed=0):
+  vocab_size = len(open(VOCAB_DIR / "vocab.txt", encoding="utf-8").read().splitlines())
+  config = ElectraConfig(
+    vocab_size=vocab_size,
+    embedding_size=16,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=64,
+  )
+  model = build_model(config, "sequence_classification", num_labels=num_labels)
+  params = init_params(model, jax.random.key(seed))
+  # Random init gives near-uniform outputs; scale the output layer so labels differ.
+  out_proj = params["classifier"]["out_proj"]
+  out_proj["kernel"] = out_proj["kernel"] * 50.0
+  save_pretrained(
+    path,
+    config,
+    params,
+    head="sequence_classification",
+    head_kwargs={"num_labels": num_labels},
+    tokenizer_dir=VOCAB_DIR,
+    extra=extra,
+  )
+  return str(path)
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+  path = tmp_path_factory.mktemp("clf") / "ckpt"
+  extra = {"label_map": LABELS, "task": "custom", "max_seq_length": MAX_LEN}
+  return _save_tiny(path, 3, extra)
+
+
+@pytest.fixture(scope="module")
+def regressor(tmp_path_factory):
+  path = tmp_path_factory.mktemp("reg") / "ckpt"
+  return _save_tiny(path, 1, {"label_map": None, "task": "stsb", "max_seq_length": MAX_LEN}, 1)
+
+
+def _reference_logits(path, texts, pairs=None, max_len=MAX_LEN):
+  """One unpadded forward per example: no batching, bucketing or sorting."""
+  model, params = from_pretrained(path)
+  tok = tokenization.load_tokenizer(path)
+  out = []
+  for i, text in enumerate(texts):
+    enc = tok.encode(text, None if pairs is None else pairs[i], max_length=max_len)
+    ids = np.array([enc.ids], np.int32)
+    logits = model.apply({"params": params}, ids, token_type_ids=np.array([enc.type_ids]))
+    out.append(np.asarray(logits)[0])
+  return np.stack(out)
+
+
+def _softmax(x):
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def _read_jsonl(path):
+  return [json.loads(line) for line in open(path, encoding="utf-8")]
+
+
+LONG = " ".join(["wonderful"] * 60)  # > MAX_LEN tokens
+
+
+def test_predict_jsonl_malformed_empty_unknown_label_keeps_order(classifier, tmp_path):
+  lines = [
+    json.dumps({"text": "a gripping , funny film", "label": "pos"}),
+    '{"text": "broken json',  # malformed
+    "",  # empty line
+    json.dumps({"text": "dull and slow", "label": "neg"}),
+    json.dumps({"sentence": "no text field", "label": "neg"}),  # malformed
+    json.dumps({"text": "fine", "label": "meh"}),  # unknown label
+    json.dumps({"text": LONG, "label": "pos"}),
+    json.dumps({"text": "   ", "label": "pos"}),  # whitespace only: empty
+  ] + [json.dumps({"text": f"movie number {i} was ok", "label": "neu"}) for i in range(9)]
+  src = tmp_path / "in.jsonl"
+  src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+  out = tmp_path / "out.jsonl"
+  log = open(tmp_path / "log.txt", "w+")
+  summary = predict.predict_file(
+    classifier, src, out, batch_size=4, evaluate=True, progress=False, log=log
+  )
+  rows = _read_jsonl(out)
+  assert [r["index"] for r in rows] == [0, 2, 3, 5, 6, 7] + list(range(8, 17))
+  by_index = {r["index"]: r for r in rows}
+  assert by_index[2] == {"index": 2, "error": "empty input"}
+  assert by_index[7] == {"index": 7, "error": "empty input"}
+  assert by_index[6]["truncated"] is True
+  assert not any(r.get("truncated") for i, r in by_index.items() if i != 6)
+  assert "unknown label 'meh'" in by_index[5]["label_error"] and "gold" not in by_index[5]
+  assert by_index[0]["gold"] == "pos"
+  assert [(m["row"], m["line"]) for m in summary["malformed"]] == [(1, 2), (4, 5)]
+  assert "bad JSON" in summary["malformed"][0]["error"]
+  assert "'text'" in summary["malformed"][1]["error"]
+  assert [e["row"] for e in summary["label_errors"]] == [5]
+  assert (summary["predicted"], summary["empty"], summary["truncated"]) == (13, 2, 1)
+  log.seek(0)
+  report = log.read()
+  assert "row 1 (line 2)" in report and "row 5 (line 6)" in report
+
+  # Probabilities equal a direct forward pass of each example.
+  predicted = [i for i in by_index if "error" not in by_index[i]]
+  texts = {0: "a gripping , funny film", 3: "dull and slow", 5: "fine", 6: LONG}
+  texts.update({i: f"movie number {i - 8} was ok" for i in range(8, 17)})
+  ref = _softmax(_reference_logits(classifier, [texts[i] for i in predicted]))
+  got = np.array([[by_index[i]["probabilities"][k] for k in LABELS] for i in predicted])
+  np.testing.assert_allclose(got, ref, atol=1e-5)
+  assert [by_index[i]["label"] for i in predicted] == [LABELS[j] for j in ref.argmax(1)]
+  # Accuracy over rows with known labels, recomputed from the output.
+  scored = [r for r in rows if "gold" in r]
+  assert summary["metrics"]["n"] == len(scored) == 12
+  assert summary["metrics"]["accuracy"] == pytest.approx(
+    np.mean([r["gold"] == r["label"] for r in scored])
+  )
+
+
+def test_on_error_stop_raises_one_line_and_writes_nothing(classifier, tmp_path):
+  src = tmp_path / "in.tsv"
+  src.write_text("text\tlabel\ngood film\tpos\ntoo\tmany\tfields\n", encoding="utf-8")
+  out = tmp_path / "out.jsonl"
+  with pytest.raises(ElectraError, match=r"row 1 \(line 3\).*expected 2 fields, got 3"):
+    predict.predict_file(classifier, src, out, on_error="stop", progress=False)
+  assert not out.exists()
+  assert os.listdir(tmp_path) == ["in.tsv"]  # no temp file left behind
+
+
+def test_readers_tsv_csv_txt(tmp_path):
+  tsv = tmp_path / "a.tsv"
+  # A field starting with a quote (GLUE style), a byte-order mark, a bad row, an empty line.
+  tsv.write_bytes('\ufefftext\ttext_pair\tlabel\n"quoted start\tsecond\t1\nbad\n\n'.encode())
+  rows = predict.read_input(tsv, need_labels=True)
+  assert rows[0][2:5] == ('"quoted start', "second", "1")
+  assert rows[1].error == "expected 3 fields, got 1"
+  assert (rows[2].text, rows[2].error) == ("", None)
+  csv_file = tmp_path / "b.csv"
+  csv_file.write_text('id,body\n1,"commas, inside"\n2,"multi\nline"\n3,x\n', encoding="utf-8")
+  rows = predict.read_input(csv_file, predict.Columns(text="body"))
+  assert [(r.index, r.line, r.text) for r in rows] == [
+    (0, 2, "commas, inside"),
+    (1, 3, "multi\nline"),
+    (2, 5, "x"),
+  ]
+  with pytest.raises(ElectraError, match="no column 'text'.*--text-column"):
+    predict.read_input(csv_file)
+  txt = tmp_path / "c.txt"
+  txt.write_bytes(b"one\ttwo\tthree\nplain\n\xff\xfe bad bytes\n")
+  rows = predict.read_input(txt)
+  assert [(r.text, r.pair, r.error) for r in rows] == [
+    ("one", "two\tthree", None),
+    ("plain", None, None),
+    ("", None, "not valid UTF-8"),
+  ]
+  with pytest.raises(ElectraError, match="no labels"):
+    predict.read_input(txt, need_labels=True)
+
+
+def test_pairs_and_single_rows_in_one_file(classifier, tmp_path):
+  src = tmp_path / "in.txt"
+  src.write_text("the cat sat\ton the mat\nno pair here\n", encoding="utf-8")
+  out = tmp_path / "out.jsonl"
+  predict.predict_file(classifier, src, out, progress=False, log=open(os.devnull, "w"))
+  rows = _read_jsonl(out)
+  ref = np.concatenate(
+    [
+      _reference_logits(classifier, ["the cat sat"], ["on the mat"]),
+      _reference_logits(classifier, ["no pair here"]),
+    ]
+  )
+  got = np.array([[r["probabilities"][k] for k in LABELS] for r in rows])
+  np.testing.assert_allclose(got, _softmax(ref), atol=1e-5)
+
+
+def test_regression_scores_and_eval(regressor, tmp_path):
+  from scipy import stats
+
+  texts = ["a man is playing", "a woman sings", "the dog runs", "kids play", "rain falls"]
+  gold = ["4.0", "1.5", "x", "2.25", "0.5"]
+  src = tmp_path / "in.csv"
+  src.write_text(
+    "text,label\n" + "".join(f"{t},{g}\n" for t, g in zip(texts, gold)), encoding="utf-8"
+  )
+  out = tmp_path / "out.jsonl"
+  summary = predict.predict_file(
+    regressor, src, out, evaluate=True, progress=False, log=open(os.devnull, "w")
+  )
+  rows = _read_jsonl(out)
+  assert all(set(r) >= {"index", "score"} and "probabilities" not in r for r in rows)
+  ref = _reference_logits(regressor, texts)[:, 0]
+  np.testing.assert_allclose([r["score"] for r in rows], ref, atol=1e-5)
+  assert "not a number" in rows[2]["label_error"]
+  keep = [0, 1, 3, 4]
+  g = [float(gold[i]) for i in keep]
+  p = [rows[i]["score"] for i in keep]
+  assert summary["metrics"]["pearson"] == pytest.approx(stats.pearsonr(g, p)[0], abs=1e-9)
+  assert summary["metrics"]["spearman"] == pytest.approx(stats.spearmanr(g, p)[0], abs=1e-9)
+
+
+@pytest.mark.parametrize("embed_params", [False, True])
+def test_export_round_trip_equals_live_model(classifier, tmp_path, embed_params):
+  out = export.export_model(classifier, tmp_path / "exported", embed_params=embed_params)
+  files = set(os.listdir(out))
+  assert {serving.EXPORT_FILE, serving.SERVING_CONFIG, "vocab.txt"} <= files
+  assert (serving.PARAMS_FILE in files) != embed_params
+  cfg = json.load(open(os.path.join(out, serving.SERVING_CONFIG)))
+  assert (cfg["label_map"], cfg["max_seq_length"], cfg["task"]) == (LABELS, MAX_LEN, "custom")
+
+  texts = ["a gripping film", "", LONG, "dull", "so so", "great acting , weak plot"]
+  live = predict.load_predictor(classifier, batch_size=4).predict(texts)
+  exported = serving.load_exported(out, batch_size=4).predict(texts)
+  assert [r.keys() for r in exported] == [r.keys() for r in live]
+  for a, b in zip(live, exported):
+    if "error" in a:
+      assert a == b
+      continue
+    assert a["label"] == b["label"]
+    np.testing.assert_allclose(
+      [a["probabilities"][k] for k in LABELS], [b["probabilities"][k] for k in LABELS], atol=1e-5
+    )
+  # The raw exported function also returns probabilities, batch size free.
+  blob = open(os.path.join(out, serving.EXPORT_FILE), "rb").read()
+  fn = jax.export.deserialize(bytearray(blob))
+  ids = np.zeros((3, MAX_LEN), np.int32)
+  args = (ids, np.ones_like(ids), ids)
+  if not embed_params:
+    args = (serving.load_params_npz(os.path.join(out, serving.PARAMS_FILE)), *args)
+  outputs = fn.call(*args)
+  assert outputs["probabilities"].shape == (3, 3)
+  np.testing.assert_allclose(
+    outputs["probabilities"], _softmax(np.asarray(outputs["logits"])), 1e-5
+  )
+
+
+_BLOCKED_LOADER = """
+import json, sys
+for name in ("flax", "optax", "orbax", "orbax.checkpoint", "electra_jax.model",
+             "electra_jax.pretrained", "electra_jax.convert", "electra_jax.train",
+             "electra_jax.predict", "electra_jax.export", "torch", "transformers"):
+  sys.modules[name] = None  # any import of these now fails
+from electra_jax.serving import load_exported
+rows = load_exported(sys.argv[1]).predict(json.loads(sys.argv[2]))
+print(json.dumps(rows))
+"""
+
+
+def test_exported_loader_runs_without_model_or_training_code(classifier, tmp_path):
+  out = export.export_model(classifier, tmp_path / "exported")
+  texts = ["a gripping film", "dull", ""]
+  env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+  env.pop("XLA_FLAGS", None)
+  proc = subprocess.run(
+    [sys.executable, "-c", _BLOCKED_LOADER, out, json.dumps(texts)],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=120,
+  )
+  assert proc.returncode == 0, proc.stderr
+  rows = json.loads(proc.stdout.strip().splitlines()[-1])
+  live = predict.load_predictor(classifier).predict(texts)
+  assert rows[2] == live[2] == {"error": "empty input"}
+  for a, b in zip(live[:2], rows[:2]):
+    np.testing.assert_allclose(
+      [a["probabilities"][k] for k in LABELS], [b["probabilities"][k] for k in LABELS], atol=1e-5
+    )
+
+
+def test_workdir_resolution(tmp_path):
+  def ckpt(*parts):
+    d = tmp_path.joinpath(*parts)
+    d.mkdir(parents=True)
+    (d / "electra_jax.json").write_text("{}")
+    return str(d)
+
+  ckpt("single", "last")
+  best = ckpt("single", "best")
+  assert predict.resolve_model_dir(tmp_path / "single") == best
+  assert predict.resolve_model_dir(best) == best
+  last_only = ckpt("lastonly", "last")
+  assert predict.resolve_model_dir(tmp_path / "lastonly") == last_only
+  seed0 = ckpt("seeds", "seed_0", "best")
+  ckpt("seeds", "seed_10", "best")
+  seed2 = ckpt("seeds", "seed_2", "best")
+  assert predict.resolve_model_dir(tmp_path / "seeds") == seed0
+  (tmp_path / "seeds" / "results.json").write_text(json.dumps({"best_seed": 2}))
+  assert predict.resolve_model_dir(tmp_path / "seeds") == seed2
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(ElectraError, match="neither a model directory"):
+    predict.resolve_model_dir(tmp_path / "empty")
+
+
+def test_workdir_predict_and_non_classifier_error(classifier, tmp_path):
+  import shutil
+
+  shutil.copytree(classifier, tmp_path / "run" / "best")
+  src = tmp_path / "in.txt"
+  src.write_text("good\n", encoding="utf-8")
+  summary = predict.predict_file(
+    tmp_path / "run", src, tmp_path / "o.jsonl", progress=False, log=open(os.devnull, "w")
+  )
+  assert summary["predicted"] == 1
+  config = ElectraConfig(
+    vocab_size=100,
+    embedding_size=16,
+    hidden_size=16,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=32,
+    max_position_embeddings=32,
+  )
+  params = init_params(build_model(config, None), jax.random.key(0))
+  enc = save_pretrained(tmp_path / "encoder", config, params, head=None)
+  with pytest.raises(ElectraError, match="sequence_classification"):
+    export.export_model(enc, tmp_path / "x")
+
+
+def test_cli_help_and_one_line_errors(classifier, tmp_path, capsys):
+  for command in ("predict", "export"):
+    with pytest.raises(SystemExit) as e:
+      cli.main([command, "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "--model" in text and "examples:" in text
+  src = tmp_path / "in.jsonl"
+  src.write_text('{"text": "ok"}\n{oops\n', encoding="utf-8")
+  out = tmp_path / "out.jsonl"
+  code = cli.main(
+    ["predict", "--model", classifier, "--input", str(src), "--output", str(out)]
+    + ["--on-error", "stop", "--quiet"]
+  )
+  err = capsys.readouterr().err.strip().splitlines()
+  assert code == 2 and len(err) == 1 and "row 1 (line 2)" in err[0]
+  assert not out.exists()
+  code = cli.main(["predict", "--model", classifier, "--input", str(src), "--output", str(out)])
+  assert code == 0 and [r["index"] for r in _read_jsonl(out)] == [0]
