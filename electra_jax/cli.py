@@ -218,7 +218,68 @@ def _run_export(args):
   print(f"wrote {out}")
 
 
+def _add_tokenizer(sub):
+  p = sub.add_parser(
+    "tokenizer",
+    help="train a SentencePiece tokenizer, or show what a tokenizer holds",
+    description="Tokenizer tools. `train` fits a SentencePiece model with ELECTRA's special tokens at "
+    "fixed ids ([PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4); `info` prints a tokenizer's vocab size, "
+    "special ids and fingerprint.",
+  )
+  tsub = p.add_subparsers(dest="tokenizer_command", metavar="ACTION")
+  tsub.required = True
+  t = tsub.add_parser(
+    "train",
+    help="train a SentencePiece model on text files",
+    description="Train a SentencePiece model on local text files (UTF-8, one sentence or paragraph "
+    "per line) and write spiece.model, spiece.vocab and tokenizer_config.json to --out.",
+  )
+  t.add_argument("--input", nargs="+", required=True, metavar="FILE", help="text files or globs")
+  t.add_argument("--vocab-size", type=int, required=True, help="pieces, special tokens included")
+  t.add_argument("--out", required=True, metavar="DIR", help="output directory")
+  t.add_argument("--model-type", choices=("unigram", "bpe"), default="unigram")
+  t.add_argument("--lowercase", action="store_true", help="case-fold the text (uncased vocab)")
+  t.add_argument(
+    "--character-coverage", type=float, default=0.9995, help="share of characters kept"
+  )
+  t.add_argument(
+    "--max-sentences", type=int, default=0, help="sample this many lines for training (0: all)"
+  )
+  t.add_argument("--seed", type=int, default=0, help="seed of the line sampling")
+  t.set_defaults(func=_run_tokenizer_train)
+  i = tsub.add_parser("info", help="print vocab size, special ids and fingerprint")
+  i.add_argument("path", help="vocab.txt, .model, tokenizer.json or a directory holding one")
+  i.set_defaults(func=_run_tokenizer_info)
+
+
+def _run_tokenizer_train(args):
+  from electra_jax import tokenization
+
+  tok = tokenization.train_sentencepiece(
+    args.input,
+    args.vocab_size,
+    args.out,
+    model_type=args.model_type,
+    lowercase=args.lowercase,
+    character_coverage=args.character_coverage,
+    max_sentences=args.max_sentences,
+    seed=args.seed,
+  )
+  print(f"wrote {args.out}: vocab_size={tok.vocab_size} special_ids={tok.special_ids}")
+
+
+def _run_tokenizer_info(args):
+  import json
+
+  from electra_jax import tokenization
+
+  tok = tokenization.load_tokenizer(args.path)
+  info = {"kind": tok.kind, "vocab_size": tok.vocab_size, "special_ids": tok.special_ids}
+  print(json.dumps({**info, "fingerprint": tok.fingerprint}))
+
+
 _COMMANDS = [_add_convert, _add_predict, _add_export]
+_COMMANDS.append(_add_tokenizer)
 
 
 def build_parser() -> argparse.ArgumentParser:
