@@ -100,3 +100,20 @@ def test_head_with_to_hf_is_refused(tmp_path, capsys):
     ["convert", "--to-hf", str(tmp_path), "--head", "masked_lm", "--out", str(tmp_path / "o")]
   )
   assert rc == 2 and "--head applies to --from-hf only" in capsys.readouterr().err
+
+
+def test_label_names_survive_the_round_trip(tmp_path):
+  labels = {0: "entailment", 1: "neutral", 2: "contradiction"}
+  hf = hf_model(
+    "sequence_classification", "square", id2label=labels, label2id={v: k for k, v in labels.items()}
+  )
+  hf.save_pretrained(tmp_path / "hf")
+  assert (
+    cli.main(["convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "ej")]) == 0
+  )
+  assert (
+    cli.main(["convert", "--to-hf", str(tmp_path / "ej"), "--out", str(tmp_path / "back")]) == 0
+  )
+  config = transformers.AutoConfig.from_pretrained(tmp_path / "back")
+  assert config.id2label == labels and config.num_labels == 3
+  assert config.architectures == ["ElectraForSequenceClassification"]

@@ -81,7 +81,7 @@ def test_save_hf_loads_in_transformers_without_missing_keys(head, tmp_path):
     assert torch.equal(ref[k], got[k]), k
 
 
-def test_scanned_params_export_like_unrolled():
+def test_scanned_params_export_like_unrolled(tmp_path):
   hf = hf_model("pretraining", "factorized")
   _, params, config, _ = _ours(hf, "pretraining")
   scanned = model_lib.layers_to_scan(params, config.num_hidden_layers)
@@ -91,6 +91,10 @@ def test_scanned_params_export_like_unrolled():
   assert set(a) == set(b)
   for k in a:
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  out = convert.save_hf(tmp_path / "hf", config, scanned, "pretraining")
+  reloaded = transformers.ElectraForPreTraining.from_pretrained(out)
+  for k, v in hf.state_dict().items():
+    assert torch.equal(v, reloaded.state_dict()[k]), k
 
 
 def test_bare_encoder_checkpoint_loads_into_a_head():

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hf_reference import batch, hf_model, hf_output, jax_output, save_bin
+from hf_reference import batch, hf_model, hf_output, jax_output, save_bin, torch
 
 import electra_jax
 from electra_jax import convert
@@ -336,3 +336,21 @@ def test_import_is_lazy():
   code = "import sys, electra_jax; print('jax' in sys.modules, callable(electra_jax.ElectraConfig))"
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.split() == ["False", "True"]
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_bf16_hf_checkpoint(fmt, tmp_path):
+  hf = hf_model("pretraining", "factorized", seed=9).to(torch.bfloat16)
+  if fmt == "bin":
+    save_bin(hf, tmp_path)
+  else:
+    hf.save_pretrained(tmp_path)
+  want = hf.state_dict()["electra.encoder.layer.0.output.dense.weight"].float().numpy().T
+  _, params = electra_jax.from_pretrained(tmp_path)
+  got = params["electra"]["encoder"]["layer_0"]["output"]["dense"]["kernel"]
+  assert got.dtype == jnp.float32
+  np.testing.assert_array_equal(got, want)
+  model, params = electra_jax.from_pretrained(tmp_path, param_dtype=jnp.bfloat16)
+  electra_jax.save_pretrained(tmp_path / "ej", model.config, params, head="pretraining")
+  _, restored = electra_jax.from_pretrained(tmp_path / "ej", param_dtype=jnp.bfloat16)
+  _tree_equal(restored, params)
