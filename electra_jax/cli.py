@@ -278,8 +278,77 @@ def _run_tokenizer_info(args):
   print(json.dumps({**info, "fingerprint": tok.fingerprint}))
 
 
+def _add_prepare_pretraining(sub):
+  p = sub.add_parser(
+    "prepare-pretraining",
+    help="tokenize and pack a text corpus into sharded array_record examples",
+    description="Turn raw text (local files, globs, directories, or tfds:NAME[:SPLIT] datasets "
+    "prepared as array_record) into ELECTRA pretraining examples ([CLS] A [SEP] B [SEP], the "
+    "official build_pretraining_dataset.py rules) written as sharded array_record files plus "
+    "manifest.json, using all cores. Local files: one sentence/paragraph per line, blank lines "
+    "between documents; WikiText files are detected and handled (see docs/data.md).",
+  )
+  p.add_argument(
+    "--input",
+    nargs="+",
+    required=True,
+    metavar="FILE_OR_TFDS",
+    help="text files/globs/dirs or tfds:NAME[:SPLIT]",
+  )
+  p.add_argument(
+    "--tokenizer", required=True, metavar="PATH", help="vocab.txt, .model or a directory"
+  )
+  p.add_argument(
+    "--max-seq-length", type=int, default=128, help="example length (128; 512 for base/large)"
+  )
+  p.add_argument("--out", required=True, metavar="DIR", help="output directory (new or empty)")
+  p.add_argument("--seed", type=int, default=0, help="seed of the example builder")
+  p.add_argument("--num-shards", type=int, default=4, help="array_record files to write")
+  p.add_argument(
+    "--num-workers", type=int, default=None, help="worker processes (default: all cores)"
+  )
+  p.add_argument("--overwrite", action="store_true", help="replace an existing --out when done")
+  p.add_argument("--tfds-data-dir", default=None, help="tfds data_dir for tfds: inputs")
+  p.add_argument(
+    "--layout", choices=("auto", "plain", "wikitext"), default="auto", help="local file layout"
+  )
+  p.add_argument(
+    "--sentences",
+    choices=("auto", "split", "lines"),
+    default="auto",
+    help="split lines into sentences (auto: WikiText only)",
+  )
+  p.add_argument(
+    "--encoding-errors",
+    choices=("strict", "replace"),
+    default="strict",
+    help="invalid UTF-8: strict = error naming file and byte offset; replace = U+FFFD",
+  )
+  p.set_defaults(func=_run_prepare_pretraining)
+
+
+def _run_prepare_pretraining(args):
+  from electra_jax.input_pipeline import prepare
+
+  prepare.prepare_pretraining_data(
+    args.input,
+    args.tokenizer,
+    args.max_seq_length,
+    args.out,
+    seed=args.seed,
+    num_shards=args.num_shards,
+    num_workers=args.num_workers,
+    overwrite=args.overwrite,
+    tfds_data_dir=args.tfds_data_dir,
+    layout=args.layout,
+    sentences=args.sentences,
+    encoding_errors=args.encoding_errors,
+  )
+
+
 _COMMANDS = [_add_convert, _add_predict, _add_export]
 _COMMANDS.append(_add_tokenizer)
+_COMMANDS.append(_add_prepare_pretraining)
 
 
 def build_parser() -> argparse.ArgumentParser:

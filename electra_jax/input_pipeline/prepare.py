@@ -1,0 +1,317 @@
+"""Prepare once, stream many times: text -> sharded array_record examples.
+
+`prepare_pretraining_data` reads documents from the sources, tokenizes them
+and packs them with the official ELECTRA example builder, in parallel worker
+processes, and writes
+
+  OUT/pretrain-00000-of-0000N.array_record ...   one record per example
+  OUT/manifest.json                              what is in there (below)
+
+Work is cut into *units*: consecutive documents totalling at least
+`UNIT_CHARS` characters. Each unit is built by its own `ExampleBuilder` seeded
+with (seed, unit index), so the examples depend on the corpus and the seed
+only, never on the number of worker processes. Example i goes to shard
+i mod num_shards (round-robin, as the official script does).
+
+Everything is written into a hidden temporary directory next to OUT and
+renamed to OUT at the very end, manifest last: an interrupted run leaves no
+directory that looks finished (the loader requires manifest.json).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Sequence
+
+from electra_jax.errors import ElectraError
+from electra_jax.input_pipeline import pretraining_data, sources
+
+MANIFEST = "manifest.json"
+FORMAT = "electra-jax-pretraining"
+VERSION = 1
+UNIT_CHARS = 200_000
+SHARD_PATTERN = "pretrain-{:05d}-of-{:05d}.array_record"
+
+_worker_state = {}
+
+
+def _init_worker(tokenizer, max_length, seed, dtype_str):
+  # Worker processes each use one core; the Rust thread pool would fight them.
+  os.environ["TOKENIZERS_PARALLELISM"] = "false"
+  _worker_state.update(tokenizer=tokenizer, max_length=max_length, seed=seed, dtype=dtype_str)
+
+
+def _process_unit(unit_index: int, documents: list[list[str]]) -> dict:
+  """Tokenizes and packs one unit of documents (runs in a worker)."""
+  tokenizer = _worker_state["tokenizer"]
+  lines = [line for doc in documents for line in doc]
+  ids = tokenizer.encode_ids_batch(lines)
+  tokenized, pos = [], 0
+  for doc in documents:
+    tokenized.append(ids[pos : pos + len(doc)])
+    pos += len(doc)
+  # An int seed from (seed, unit): distinct streams, stable across runs.
+  rng = random.Random(_worker_state["seed"] * 1_000_003 + unit_index)
+  examples = pretraining_data.build_examples(
+    tokenized, _worker_state["max_length"], tokenizer.cls_id, tokenizer.sep_id, rng
+  )
+  dtype = _worker_state["dtype"]
+  records = [pretraining_data.encode_record(e, n_a, dtype) for e, n_a in examples]
+  return {
+    "records": records,
+    "num_documents": len(documents),
+    "num_sentences": len(lines),
+    "num_text_tokens": sum(len(x) for x in ids),
+    "num_tokens": sum(len(e) for e, _ in examples),
+    "num_single_segment": sum(n_a == len(e) for e, n_a in examples),
+  }
+
+
+def _units(docs: Iterable[list[str]], unit_chars: int) -> Iterator[list[list[str]]]:
+  unit, size = [], 0
+  for doc in docs:
+    unit.append(doc)
+    size += sum(len(line) for line in doc)
+    if size >= unit_chars:
+      yield unit
+      unit, size = [], 0
+  if unit:
+    yield unit
+
+
+def _run_units(units, num_workers, init_args, window):
+  """Yields unit results in order, from a bounded pool of spawned workers."""
+  if num_workers <= 1:
+    _init_worker(*init_args)
+    os.environ.pop("TOKENIZERS_PARALLELISM", None)  # inline: let Rust use all cores
+    for i, unit in enumerate(units):
+      yield _process_unit(i, unit)
+    return
+  # spawn, not fork: the caller may be a JAX process (fork after threads is unsafe).
+  ctx = multiprocessing.get_context("spawn")
+  pool = ctx.Pool(num_workers, initializer=_init_worker, initargs=init_args)
+  try:
+    pending = collections.deque()
+    for i, unit in enumerate(units):
+      pending.append(pool.apply_async(_process_unit, (i, unit)))
+      if len(pending) >= window:
+        yield pending.popleft().get()
+    while pending:
+      yield pending.popleft().get()
+    pool.close()
+  finally:
+    pool.terminate()
+    pool.join()
+
+
+def _check_out_dir(out_dir: str, overwrite: bool) -> None:
+  if os.path.exists(out_dir):
+    if not os.path.isdir(out_dir):
+      raise ElectraError(f"output {out_dir} exists and is not a directory")
+    if os.listdir(out_dir) and not overwrite:
+      raise ElectraError(
+        f"output {out_dir} already exists and is not empty: choose a new directory or pass --overwrite"
+      )
+  parent = os.path.dirname(out_dir) or "."
+  if not os.path.isdir(parent):
+    raise ElectraError(f"parent directory of {out_dir} does not exist")
+
+
+def prepare_pretraining_data(
+  inputs: Sequence[str] | Sequence[object],
+  tokenizer,
+  max_seq_length: int,
+  out_dir: str | os.PathLike,
+  *,
+  seed: int = 0,
+  num_shards: int = 4,
+  num_workers: int | None = None,
+  overwrite: bool = False,
+  max_position_embeddings: int | None = None,
+  tfds_data_dir: str | None = None,
+  layout: str = "auto",
+  sentences: str = "auto",
+  encoding_errors: str = "strict",
+  progress: bool = True,
+) -> dict:
+  """Tokenizes and packs a corpus into sharded array_record files + manifest.
+
+  Args:
+    inputs: local files/globs/directories and "tfds:NAME[:SPLIT]" specs, or
+      source objects (`sources.LocalTextSource`, `sources.TfdsSource`).
+    tokenizer: a `tokenization.Tokenizer` or a path for `load_tokenizer`.
+    max_seq_length: example length (128 for small, 512 for base/large).
+    out_dir: output directory (must not exist, or be empty, unless
+      `overwrite`).
+    seed: seed of the example builder's random draws.
+    num_shards: number of array_record files.
+    num_workers: worker processes (default: all cores); 1 runs inline.
+    overwrite: replace an existing `out_dir` (only once the new one is done).
+    max_position_embeddings: the model's position table size; a longer
+      `max_seq_length` is an error.
+    tfds_data_dir: data_dir for tfds inputs.
+    layout: local-file layout: "auto", "plain" or "wikitext".
+    sentences: "auto", "split" or "lines" (see `sources.LocalTextSource`).
+    encoding_errors: "strict" or "replace" for invalid UTF-8.
+    progress: show a tqdm progress bar and print a summary.
+
+  Returns:
+    the manifest (also written to `out_dir/manifest.json`).
+  """
+  from array_record.python.array_record_module import ArrayRecordWriter
+
+  from electra_jax import tokenization
+
+  if not isinstance(tokenizer, tokenization.Tokenizer):
+    tokenizer = tokenization.load_tokenizer(tokenizer)
+  if max_seq_length < pretraining_data.MIN_TARGET_LENGTH:
+    raise ElectraError(
+      f"max_seq_length={max_seq_length} is too short: use at least 5 (128 is usual)"
+    )
+  if max_position_embeddings is not None and max_seq_length > max_position_embeddings:
+    raise ElectraError(
+      f"max_seq_length={max_seq_length} exceeds the model's max_position_embeddings="
+      f"{max_position_embeddings}: lower --max-seq-length"
+    )
+  if num_shards < 1:
+    raise ElectraError(f"num_shards must be >= 1, not {num_shards}")
+  out_dir = os.path.abspath(os.fspath(out_dir))
+  _check_out_dir(out_dir, overwrite)
+  if inputs and all(isinstance(x, str | os.PathLike) for x in inputs):
+    srcs = sources.make_sources(
+      [os.fspath(x) for x in inputs],
+      tfds_data_dir=tfds_data_dir,
+      layout=layout,
+      sentences=sentences,
+      errors=encoding_errors,
+    )
+  else:
+    srcs = list(inputs)
+    if not srcs:
+      raise ElectraError("no input given: pass text files, globs or tfds:NAME[:SPLIT]")
+  num_workers = num_workers or os.cpu_count() or 1
+  dtype = pretraining_data.token_dtype(tokenizer.vocab_size, max_seq_length)
+
+  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=os.path.dirname(out_dir))
+  start = time.perf_counter()
+  try:
+    names = [SHARD_PATTERN.format(i, num_shards) for i in range(num_shards)]
+    writers = [ArrayRecordWriter(os.path.join(tmp, n), "group_size:1") for n in names]
+    shard_counts = [0] * num_shards
+    totals = collections.Counter()
+    docs = (doc for src in srcs for doc in src)
+    init_args = (tokenizer, max_seq_length, seed, dtype.str)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(unit="doc", desc="prepare-pretraining", disable=not progress, dynamic_ncols=True)
+    n_written = 0
+    for result in _run_units(_units(docs, UNIT_CHARS), num_workers, init_args, 3 * num_workers):
+      for record in result.pop("records"):
+        shard = n_written % num_shards
+        writers[shard].write(record)
+        shard_counts[shard] += 1
+        n_written += 1
+      totals.update(result)
+      bar.update(result["num_documents"])
+      bar.set_postfix(examples=n_written, refresh=False)
+    bar.close()
+    for w in writers:
+      w.close()
+    elapsed = time.perf_counter() - start
+    if n_written == 0:
+      described = ", ".join(json.dumps(s.describe()) for s in srcs)
+      raise ElectraError(f"the corpus is empty: no text found in {described}")
+    manifest = {
+      "format": FORMAT,
+      "version": VERSION,
+      "record_format": "little-endian [n_a, token ids...] without padding, one record per example",
+      "token_dtype": dtype.str,
+      "max_seq_length": max_seq_length,
+      "seed": seed,
+      "tokenizer": {
+        "kind": tokenizer.kind,
+        "fingerprint": tokenizer.fingerprint,
+        "vocab_size": tokenizer.vocab_size,
+        "special_ids": tokenizer.special_ids,
+      },
+      "builder": {
+        "single_segment_prob": pretraining_data.SINGLE_SEGMENT_PROB,
+        "short_target_prob": pretraining_data.SHORT_TARGET_PROB,
+        "unit_chars": UNIT_CHARS,
+      },
+      "sources": [s.describe() for s in srcs],
+      "num_examples": n_written,
+      "num_tokens": totals["num_tokens"],
+      "num_text_tokens": totals["num_text_tokens"],
+      "num_documents": totals["num_documents"],
+      "num_sentences": totals["num_sentences"],
+      "num_single_segment": totals["num_single_segment"],
+      "shards": [{"file": n, "num_examples": c} for n, c in zip(names, shard_counts)],
+      "prepare_seconds": round(elapsed, 3),
+      "num_workers": num_workers,
+    }
+    with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
+      json.dump(manifest, f, indent=2)
+    _publish(tmp, out_dir)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  if progress:
+    print(
+      f"wrote {n_written:,} examples ({totals['num_tokens']:,} tokens, "
+      f"{totals['num_documents']:,} documents) to {out_dir} in {elapsed:.1f} s: "
+      f"{n_written / elapsed:,.0f} examples/s, {totals['num_text_tokens'] / elapsed:,.0f} tokens/s"
+    )
+  return manifest
+
+
+def _publish(tmp: str, out_dir: str) -> None:
+  """Renames the finished temp dir to `out_dir` (replacing an old one last)."""
+  if os.path.exists(out_dir):
+    old = tempfile.mkdtemp(
+      prefix=f".{os.path.basename(out_dir)}.old-", dir=os.path.dirname(out_dir)
+    )
+    os.rename(out_dir, os.path.join(old, "data"))
+    os.rename(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+  else:
+    os.rename(tmp, out_dir)
+
+
+def load_manifest(data_dir: str | os.PathLike) -> dict:
+  """Reads and checks `data_dir/manifest.json`.
+
+  Args:
+    data_dir: a directory written by `prepare_pretraining_data`.
+
+  Returns:
+    the manifest dict.
+  """
+  data_dir = os.fspath(data_dir)
+  path = os.path.join(data_dir, MANIFEST)
+  if not os.path.exists(path):
+    raise ElectraError(
+      f"{data_dir} has no {MANIFEST}: it is not a prepared pretraining dataset (or its preparation "
+      "did not finish); run `electra-jax prepare-pretraining`"
+    )
+  try:
+    with open(path, encoding="utf-8") as f:
+      manifest = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ElectraError(f"cannot read {path}: {e}") from None
+  if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+    raise ElectraError(
+      f"{path} is not an {FORMAT} v{VERSION} manifest (format={manifest.get('format')!r}, "
+      f"version={manifest.get('version')!r})"
+    )
+  for shard in manifest["shards"]:
+    if not os.path.exists(os.path.join(data_dir, shard["file"])):
+      raise ElectraError(f"{data_dir} lacks shard {shard['file']} listed in its manifest")
+  return manifest
