@@ -23,6 +23,7 @@ which refuses pickles that would run code. Writing (`--to-hf`) produces
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -197,12 +198,29 @@ def unflatten(flat: Mapping[str, Any]) -> dict:
 
 def expected_shapes(config: ElectraConfig, head: str | None, **head_kwargs) -> dict[str, tuple]:
   """{"a/b/kernel": shape} of the params `build_model(config, head)` creates (unrolled layers)."""
+  try:
+    key = tuple(sorted(head_kwargs.items()))
+    hash(key)
+  except TypeError:
+    raise ElectraError(f"head arguments must be plain values, got {head_kwargs!r}") from None
+  return dict(_expected_shapes(config, head, key))
+
+
+@functools.lru_cache(maxsize=32)
+def _expected_shapes(config: ElectraConfig, head: str | None, head_kwargs: tuple) -> dict:
+  # Traced abstractly (no weights allocated); cached because loading checks
+  # shapes more than once and tracing a 24-layer model takes a while.
   import jax
   from flax import linen as nn
 
   from electra_jax import model as model_lib
 
-  module = model_lib.build_model(config, head, **head_kwargs)
+  try:
+    module = model_lib.build_model(config, head, **dict(head_kwargs))
+  except TypeError:
+    raise ElectraError(
+      f"head {head!r} does not take arguments {', '.join(k for k, _ in head_kwargs)}"
+    ) from None
   inputs = model_lib.dummy_inputs(module, 1, 2)
   abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), inputs))
   params = nn.meta.unbox(abstract["params"])
@@ -225,7 +243,7 @@ def unrolled(params: Mapping, config: ElectraConfig) -> dict:
   return scan_to_layers(dict(params), config.num_hidden_layers)
 
 
-def _fmt_keys(keys, limit: int = 12) -> str:
+def format_keys(keys, limit: int = 12) -> str:
   keys = sorted(keys)
   shown = ", ".join(keys[:limit])
   return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
@@ -327,11 +345,11 @@ def hf_to_params(
   if unmapped:
     raise ElectraError(
       f"{len(unmapped)} checkpoint keys match no conversion rule (not an ELECTRA checkpoint?): "
-      f"{_fmt_keys(unmapped)}"
+      f"{format_keys(unmapped)}"
     )
   if misshaped:
     raise ElectraError(
-      f"shape mismatch between config and weights for {len(misshaped)} keys: {_fmt_keys(misshaped, 6)}; "
+      f"shape mismatch between config and weights for {len(misshaped)} keys: {format_keys(misshaped, 6)}; "
       "check that config.json belongs to these weights"
     )
   missing = sorted(set(expected) - set(flat))
@@ -340,19 +358,19 @@ def hf_to_params(
   if encoder_unexpected:
     raise ElectraError(
       f"checkpoint has encoder weights the config does not describe (more layers? "
-      f"embedding_size == hidden_size?): {_fmt_keys(encoder_unexpected)}"
+      f"embedding_size == hidden_size?): {format_keys(encoder_unexpected)}"
     )
   if encoder_missing:
     raise ElectraError(
       f"checkpoint lacks {len(encoder_missing)} encoder params the config needs: "
-      f"{_fmt_keys(encoder_missing)}; check num_hidden_layers / embedding_size in config.json"
+      f"{format_keys(encoder_missing)}; check num_hidden_layers / embedding_size in config.json"
     )
   if strict and (unexpected or missing):
     what = []
     if unexpected:
-      what.append(f"unexpected keys (another head?): {_fmt_keys(unexpected)}")
+      what.append(f"unexpected keys (another head?): {format_keys(unexpected)}")
     if missing:
-      what.append(f"missing params: {_fmt_keys(missing)}")
+      what.append(f"missing params: {format_keys(missing)}")
     raise ElectraError(
       f"checkpoint does not match head {head!r}: {'; '.join(what)}; pass the right --head"
     )
@@ -440,7 +458,7 @@ def params_to_hf(params: Mapping, config: ElectraConfig, head: str | None) -> di
       array = array.T
     out[hf_prefix + rule.hf_template.format(**groups) + "." + hf_leaf] = np.ascontiguousarray(array)
   if unmapped:
-    raise ElectraError(f"params with no HF equivalent for head {head!r}: {_fmt_keys(unmapped)}")
+    raise ElectraError(f"params with no HF equivalent for head {head!r}: {format_keys(unmapped)}")
   return out
 
 
@@ -566,10 +584,6 @@ def head_kwargs_from_hf(hf_config: Mapping, head: str | None) -> dict[str, Any]:
   )
   if head in LABELED_HEADS:
     return {"num_labels": int(num_labels)}
-  if head == "question_answering" and int(num_labels) != 2:
-    raise ElectraError(
-      f"question answering needs num_labels == 2 (start, end), config has {num_labels}"
-    )
   if head == "multiple_choice":
     wanted = {"summary_type": "first", "summary_use_proj": True, "summary_activation": "gelu"}
     for k, v in wanted.items():
@@ -685,12 +699,12 @@ def save_hf(
   """
   from safetensors.numpy import save_file
 
-  out = _prepare_out(out)
+  out = prepare_output_dir(out)
   # Validate before writing anything: the params must be what the head expects.
   flat = flatten(unrolled(params, config))
-  _check_shapes(flat, expected_shapes(config, head, **dict(head_kwargs or {})), head)
+  check_shapes(flat, expected_shapes(config, head, **dict(head_kwargs or {})), head)
   state_dict = params_to_hf(params, config, head)
-  with _staging(out) as tmp:
+  with staged_dir(out) as tmp:
     with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
       json.dump(hf_config_dict(config, head, head_kwargs, extra), f, indent=2, sort_keys=True)
     save_file(state_dict, os.path.join(tmp, SAFETENSORS), metadata={"format": "pt"})
@@ -698,7 +712,7 @@ def save_hf(
   return out
 
 
-def _check_shapes(flat: Mapping[str, Any], expected: Mapping[str, tuple], head) -> None:
+def check_shapes(flat: Mapping[str, Any], expected: Mapping[str, tuple], head) -> None:
   missing = sorted(set(expected) - set(flat))
   unexpected = sorted(set(flat) - set(expected))
   bad = [
@@ -709,11 +723,11 @@ def _check_shapes(flat: Mapping[str, Any], expected: Mapping[str, tuple], head) 
   if missing or unexpected or bad:
     parts = []
     if missing:
-      parts.append(f"missing {_fmt_keys(missing)}")
+      parts.append(f"missing {format_keys(missing)}")
     if unexpected:
-      parts.append(f"unexpected {_fmt_keys(unexpected)}")
+      parts.append(f"unexpected {format_keys(unexpected)}")
     if bad:
-      parts.append(f"shape mismatch {_fmt_keys(bad, 6)}")
+      parts.append(f"shape mismatch {format_keys(bad, 6)}")
     raise ElectraError(f"params do not match the config and head {head!r}: {'; '.join(parts)}")
 
 
@@ -729,7 +743,7 @@ def copy_tokenizer_files(src: str | os.PathLike | None, dst: str) -> list[str]:
   return copied
 
 
-def _prepare_out(out: str | os.PathLike) -> str:
+def prepare_output_dir(out: str | os.PathLike) -> str:
   out = os.path.abspath(os.fspath(out))
   if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
     raise ElectraError(f"output {out} already exists and is not empty: choose a new directory")
@@ -739,7 +753,7 @@ def _prepare_out(out: str | os.PathLike) -> str:
   return out
 
 
-class _staging:
+class staged_dir:
   """Context manager: a temp dir next to `out`, renamed to `out` on success."""
 
   def __init__(self, out: str):
@@ -757,7 +771,7 @@ class _staging:
       shutil.rmtree(self.tmp, ignore_errors=True)
       return False
     if os.path.isdir(self.out):
-      os.rmdir(self.out)  # empty (checked by _prepare_out)
+      os.rmdir(self.out)  # empty (checked by prepare_output_dir)
     os.rename(self.tmp, self.out)
     return False
 
@@ -781,13 +795,13 @@ def convert_from_hf(
   """
   from electra_jax import pretrained
 
-  out = _prepare_out(out)
+  out = prepare_output_dir(out)
   # Asking for the bare encoder drops a head on purpose; any other mismatch is an error.
   ckpt = load_hf(src, head, strict=head is not None)
   for key in ckpt.report.skipped:
     log.info("skipped %s (buffer or tied weight)", key)
   if ckpt.report.unexpected:
-    log.warning("dropped head weights: %s", _fmt_keys(ckpt.report.unexpected))
+    log.warning("dropped head weights: %s", format_keys(ckpt.report.unexpected))
   return pretrained.save_pretrained(
     out,
     ckpt.config,
@@ -811,7 +825,7 @@ def convert_to_hf(src: str | os.PathLike, out: str | os.PathLike) -> str:
   """
   from electra_jax import pretrained
 
-  out = _prepare_out(out)
+  out = prepare_output_dir(out)
   ckpt = pretrained.load_checkpoint(src)
   return save_hf(
     out,

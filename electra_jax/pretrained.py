@@ -88,10 +88,10 @@ def save_pretrained(
     raise ElectraError(
       f"unknown head {head!r}: choose one of {', '.join(map(str, convert.HEAD_RULES))}"
     )
-  out = convert._prepare_out(path)
+  out = convert.prepare_output_dir(path)
   # Gather to host numpy: the stored tree must not depend on the device layout.
   host = jax.tree.map(np.asarray, jax.device_get(convert.unrolled(params, config)))
-  convert._check_shapes(
+  convert.check_shapes(
     convert.flatten(host), convert.expected_shapes(config, head, **head_kwargs), head
   )
   meta = {
@@ -106,7 +106,7 @@ def save_pretrained(
     meta_text = json.dumps(meta, indent=2, sort_keys=True)
   except TypeError as e:
     raise ElectraError(f"head_kwargs / extra must be JSON-serialisable: {e}") from None
-  with convert._staging(out) as tmp:
+  with convert.staged_dir(out) as tmp:
     ocp.PyTreeCheckpointer().save(os.path.join(tmp, PARAMS_DIR), host)
     if tokenizer_dir is not None and os.path.isdir(tokenizer_dir):
       convert.copy_tokenizer_files(tokenizer_dir, tmp)
@@ -163,7 +163,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     raise ElectraError(f"cannot restore {params_dir}: {e}") from None
   head = meta["head"]
   head_kwargs = dict(meta.get("head_kwargs") or {})
-  convert._check_shapes(
+  convert.check_shapes(
     convert.flatten(params), convert.expected_shapes(config, head, **head_kwargs), head
   )
   return Checkpoint(config, head, head_kwargs, params, dict(meta.get("extra") or {}))
@@ -267,7 +267,7 @@ def from_pretrained(
       path,
       len(missing),
       head,
-      convert._fmt_keys(missing),
+      convert.format_keys(missing),
     )
     fresh = convert.flatten(model_lib.init_params(model, jax.random.key(seed)))
     flat = convert.flatten(params)
@@ -289,5 +289,5 @@ def _log_dropped(unexpected, path, head) -> None:
       path,
       len(unexpected),
       head,
-      convert._fmt_keys(unexpected),
+      convert.format_keys(unexpected),
     )

@@ -354,3 +354,11 @@ def test_bf16_hf_checkpoint(fmt, tmp_path):
   electra_jax.save_pretrained(tmp_path / "ej", model.config, params, head="pretraining")
   _, restored = electra_jax.from_pretrained(tmp_path / "ej", param_dtype=jnp.bfloat16)
   _tree_equal(restored, params)
+
+
+def test_head_argument_the_head_does_not_take(hf_cls_dir):
+  _, path = hf_cls_dir
+  with pytest.raises(
+    ElectraError, match="head 'question_answering' does not take arguments num_labels"
+  ):
+    electra_jax.from_pretrained(path, head="question_answering", num_labels=3)
