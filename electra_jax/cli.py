@@ -167,8 +167,9 @@ def _add_export(sub):
     "export",
     help="serialise a classifier with jax.export for serving without the training code",
     description="Lower the jitted inference function (params, input_ids, attention_mask, "
-    "token_type_ids) -> {logits, probabilities} with jax.export (symbolic batch dimension, fixed "
-    "sequence length) and write OUT/model.jaxexport, OUT/params.npz (the weights), the tokenizer "
+    "token_type_ids) -> {logits, probabilities} with jax.export (symbolic batch dimension; symbolic "
+    "sequence length up to --max-seq-length, so the loader pads to length buckets, or one fixed "
+    "length with --fixed-length) and write OUT/model.jaxexport, OUT/params.npz (the weights), the tokenizer "
     "files and OUT/serving_config.json (label map, max_seq_length, task). "
     "electra_jax.serving.load_exported(OUT) runs it with jax, numpy and the tokenizer only; "
     "`electra-jax predict --model OUT` also accepts it. --model takes the same directories as "
@@ -176,7 +177,7 @@ def _add_export(sub):
     epilog="examples:\n"
     "  electra-jax export --model runs/sst2 --out exported/sst2\n"
     "  electra-jax export --model runs/sst2/best --out exported/sst2-tpu --platforms tpu,cpu\n"
-    "  python -c \"from electra_jax.serving import load_exported; "
+    '  python -c "from electra_jax.serving import load_exported; '
     "print(load_exported('exported/sst2').predict(['great']))\"",
     formatter_class=argparse.RawDescriptionHelpFormatter,
   )
@@ -188,7 +189,13 @@ def _add_export(sub):
     "--max-seq-length",
     type=int,
     metavar="N",
-    help="the exported function's fixed sequence length (default: stored with the model, else 512)",
+    help="longest input the exported function takes (default: stored with the model, else 512)",
+  )
+  p.add_argument(
+    "--fixed-length",
+    action="store_true",
+    help="export one static sequence length (--max-seq-length) instead of a symbolic one: every "
+    "batch is padded to it (slower on short texts; for runtimes that need static shapes)",
   )
   p.add_argument(
     "--platforms",
@@ -207,13 +214,16 @@ def _add_export(sub):
 def _run_export(args):
   from electra_jax import export
 
-  platforms = [x.strip() for x in args.platforms.split(",") if x.strip()] if args.platforms else None
+  platforms = (
+    [x.strip() for x in args.platforms.split(",") if x.strip()] if args.platforms else None
+  )
   out = export.export_model(
     args.model,
     args.out,
     max_seq_length=args.max_seq_length,
     platforms=platforms,
     embed_params=args.embed_params,
+    fixed_length=args.fixed_length,
   )
   print(f"wrote {out}")
 

@@ -2,8 +2,12 @@
 
 The jitted function `(params, input_ids, attention_mask, token_type_ids) ->
 {"logits", "probabilities"}` (regression: `{"logits"}`, shape (B, 1)) is
-lowered to StableHLO with a symbolic batch dimension and a fixed sequence
-length, and written with everything needed to serve it:
+lowered to StableHLO with a symbolic batch dimension and a symbolic sequence
+length bounded by `max_seq_length` (so the loader pads each batch to a length
+bucket, as the live model does: on short texts such as SST-2 sentences this is
+several times faster than padding to 128), or with `--fixed-length` one fixed
+length `max_seq_length` (one static shape, for runtimes that want that). It is
+written with everything needed to serve it:
 
     OUT/model.jaxexport      Exported.serialize() bytes
     OUT/params.npz           the weights, flat `{"electra/encoder/...": array}`
@@ -47,18 +51,21 @@ def export_model(
   max_seq_length: int | None = None,
   platforms: Sequence[str] | None = None,
   embed_params: bool = False,
+  fixed_length: bool = False,
 ) -> str:
   """Exports a sequence-classification model for serving.
 
   Args:
     model: checkpoint directory or fine-tuning workdir (as for predict).
     out: new directory (must not exist, or be empty).
-    max_seq_length: the fixed sequence length of the exported function
-      (default: the one stored with the model, else min(512, max positions)).
+    max_seq_length: the longest sequence the exported function takes (its
+      only length with `fixed_length`); default: the one stored with the
+      model, else min(512, max positions).
     platforms: platforms to lower for, e.g. ("cpu", "cuda", "tpu"); default
       the machine's own (`jax.export.default_export_platform()`).
     embed_params: close over the weights as constants (one artifact) instead
       of writing `params.npz`.
+    fixed_length: a static sequence length instead of a symbolic one.
 
   Returns:
     The absolute path of the export directory.
@@ -73,7 +80,7 @@ def export_model(
   path = predict.resolve_model_dir(model)
   if serving.is_export_dir(path):
     raise ElectraError(f"{path} is already an export; pass the checkpoint it came from")
-  out = convert._prepare_out(out)
+  out = convert.prepare_output_dir(out)
   clf = predict.load_classifier(path, max_seq_length)
   module, num_labels, length = clf.model, clf.num_labels, clf.max_seq_length
   platforms = tuple(platforms or (jax.export.default_export_platform(),))
@@ -95,8 +102,13 @@ def export_model(
       outputs["probabilities"] = jax.nn.softmax(logits, axis=-1)
     return outputs
 
-  (batch,) = jax.export.symbolic_shape("batch")
-  ids_spec = jax.ShapeDtypeStruct((batch, length), jnp.int32)
+  if fixed_length:
+    shape = (*jax.export.symbolic_shape("batch"), length)
+  else:
+    # The bound lets the model's `length <= max_position_embeddings` check
+    # resolve at export time; longer inputs are refused when called.
+    shape = jax.export.symbolic_shape("batch, seq", constraints=(f"seq <= {length}",))
+  ids_spec = jax.ShapeDtypeStruct(shape, jnp.int32)
   try:
     if embed_params:
       constants = {k: jnp.asarray(v) for k, v in flat.items()}
@@ -119,6 +131,7 @@ def export_model(
     "num_labels": num_labels,
     "label_map": clf.label_map,
     "max_seq_length": length,
+    "fixed_length": fixed_length,
     "params_file": None if embed_params else serving.PARAMS_FILE,
     "platforms": list(platforms),
     "outputs": ["logits", "probabilities"] if num_labels > 1 else ["logits"],
@@ -126,7 +139,7 @@ def export_model(
     "source": path,
     "jax_version": jax.__version__,
   }
-  with convert._staging(out) as tmp:
+  with convert.staged_dir(out) as tmp:
     with open(os.path.join(tmp, serving.EXPORT_FILE), "wb") as f:
       f.write(blob)
     if not embed_params:

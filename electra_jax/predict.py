@@ -262,8 +262,6 @@ def input_format(path: str, fmt: str | None = None) -> str:
       raise ElectraError(f"unknown input format {fmt!r}: use one of {', '.join(FORMATS)}")
     return fmt
   ext = os.path.splitext(path)[1].lower().lstrip(".")
-  if ext == "json":
-    ext = "jsonl"
   if ext not in FORMATS:
     raise ElectraError(
       f"cannot tell the format of {path} from its extension: name it .txt, .tsv, .csv or "

@@ -16,8 +16,8 @@ flax, optax or orbax.
 
 Shapes are fixed so that XLA compiles a handful of programs, not one per
 batch: the batch is padded to `batch_size` rows and the sequence length to a
-bucket (powers of two from 16 up to `max_seq_length`; the exported function
-has one fixed length, `max_seq_length`). Rows are run sorted by length so
+bucket (powers of two from 16 up to `max_seq_length`; an export made with
+`--fixed-length` takes `max_seq_length` only). Rows are run sorted by length so
 short texts are not padded to the longest one, and results come back in the
 caller's order.
 """
@@ -316,7 +316,8 @@ def load_exported(path: str | os.PathLike, batch_size: int = 64) -> Predictor:
 
   Args:
     path: the directory `electra-jax export --out` wrote.
-    batch_size: rows per call (any size works: the batch is symbolic).
+    batch_size: rows per call (any size works: the batch is symbolic; one
+      compilation per length bucket).
 
   Returns:
     A `Predictor` whose outputs equal the live model's.
@@ -373,5 +374,5 @@ def load_exported(path: str | os.PathLike, batch_size: int = 64) -> Predictor:
     label_map=cfg.get("label_map"),
     task=cfg.get("task"),
     batch_size=batch_size,
-    fixed_length=True,
+    fixed_length=bool(cfg.get("fixed_length")),
   )

@@ -227,14 +227,27 @@ def test_regression_scores_and_eval(regressor, tmp_path):
   assert summary["metrics"]["spearman"] == pytest.approx(stats.spearmanr(g, p)[0], abs=1e-9)
 
 
-@pytest.mark.parametrize("embed_params", [False, True])
-def test_export_round_trip_equals_live_model(classifier, tmp_path, embed_params):
-  out = export.export_model(classifier, tmp_path / "exported", embed_params=embed_params)
+@pytest.mark.parametrize(
+  "embed_params,fixed_length,platforms",
+  [(False, False, ("cpu", "cuda", "tpu")), (True, True, None)],
+)
+def test_export_round_trip_equals_live_model(
+  classifier, tmp_path, embed_params, fixed_length, platforms
+):
+  out = export.export_model(
+    classifier,
+    tmp_path / "exported",
+    embed_params=embed_params,
+    fixed_length=fixed_length,
+    platforms=platforms,
+  )
   files = set(os.listdir(out))
   assert {serving.EXPORT_FILE, serving.SERVING_CONFIG, "vocab.txt"} <= files
   assert (serving.PARAMS_FILE in files) != embed_params
   cfg = json.load(open(os.path.join(out, serving.SERVING_CONFIG)))
   assert (cfg["label_map"], cfg["max_seq_length"], cfg["task"]) == (LABELS, MAX_LEN, "custom")
+  assert cfg["fixed_length"] == fixed_length
+  assert cfg["platforms"] == list(platforms or [jax.export.default_export_platform()])
 
   texts = ["a gripping film", "", LONG, "dull", "so so", "great acting , weak plot"]
   live = predict.load_predictor(classifier, batch_size=4).predict(texts)
@@ -251,7 +264,12 @@ def test_export_round_trip_equals_live_model(classifier, tmp_path, embed_params)
   # The raw exported function also returns probabilities, batch size free.
   blob = open(os.path.join(out, serving.EXPORT_FILE), "rb").read()
   fn = jax.export.deserialize(bytearray(blob))
-  ids = np.zeros((3, MAX_LEN), np.int32)
+  assert (
+    fn.in_avals[-1].shape[1] == MAX_LEN
+    if fixed_length
+    else not isinstance(fn.in_avals[-1].shape[1], int)
+  )
+  ids = np.zeros((3, MAX_LEN if fixed_length else 10), np.int32)
   args = (ids, np.ones_like(ids), ids)
   if not embed_params:
     args = (serving.load_params_npz(os.path.join(out, serving.PARAMS_FILE)), *args)
