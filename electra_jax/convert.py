@@ -15,10 +15,9 @@ skipped (they are `arange` / zeros, not weights), and the masked-LM decoder
 weight `generator_lm_head.weight` is dropped because our decoder is tied to
 the word embeddings (we check that it equals them).
 
-Reading: `model.safetensors` (sharded or not) is preferred and needs no torch;
-`pytorch_model.bin` is read only with `torch.load(..., weights_only=True)`,
-which refuses pickles that would run code. Writing (`--to-hf`) produces
-`config.json` + `model.safetensors` only.
+Weights are read by `hf_files.load_hf_state_dict` (safetensors preferred, a
+`.bin` only through `torch.load(..., weights_only=True)`); writing (`--to-hf`)
+produces `config.json` + `model.safetensors` only.
 """
 
 from __future__ import annotations
@@ -28,8 +27,6 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -37,6 +34,13 @@ import numpy as np
 
 from electra_jax.config import ElectraConfig
 from electra_jax.errors import ElectraError
+from electra_jax.hf_files import (
+  copy_tokenizer_files,
+  load_hf_state_dict,
+  prepare_output_dir,
+  read_hf_config,
+  staged_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,22 +121,6 @@ HEAD_OF_ARCHITECTURE = {v: k for k, v in ARCHITECTURES.items()}
 
 # Heads whose output size is `num_labels` (HF `id2label`).
 LABELED_HEADS = ("sequence_classification", "token_classification")
-
-TOKENIZER_FILES = (
-  "vocab.txt",
-  "tokenizer.json",
-  "tokenizer_config.json",
-  "special_tokens_map.json",
-  "added_tokens.json",
-  "spiece.model",
-  "sentencepiece.model",
-  "tokenizer.model",
-)
-
-SAFETENSORS = "model.safetensors"
-SAFETENSORS_INDEX = "model.safetensors.index.json"
-TORCH_BIN = "pytorch_model.bin"
-TORCH_BIN_INDEX = "pytorch_model.bin.index.json"
 
 
 class _Rule(NamedTuple):
@@ -465,99 +453,6 @@ def params_to_hf(params: Mapping, config: ElectraConfig, head: str | None) -> di
 # -- HF directories ---------------------------------------------------------------
 
 
-def read_hf_config(path: str | os.PathLike) -> dict:
-  """The parsed `config.json` of a HF directory."""
-  file = os.path.join(os.fspath(path), "config.json")
-  if not os.path.isfile(file):
-    raise ElectraError(f"no config.json in {path}: point at a HF model directory")
-  try:
-    with open(file, encoding="utf-8") as f:
-      return json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
-    raise ElectraError(f"cannot read {file}: {e}") from None
-
-
-def load_hf_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """Reads the weights of a HF directory as numpy arrays.
-
-  Prefers `model.safetensors` (or its sharded index); falls back to
-  `pytorch_model.bin` (or its index) read with `torch.load(weights_only=True)`.
-
-  Args:
-    path: HF model directory.
-
-  Returns:
-    HF key -> numpy array (bf16 tensors come back as `ml_dtypes.bfloat16`).
-
-  Raises:
-    ElectraError: no weights file, or one that cannot be read safely.
-  """
-  path = os.fspath(path)
-  for index_name, reader in (
-    (SAFETENSORS_INDEX, _read_safetensors),
-    (TORCH_BIN_INDEX, _read_torch),
-  ):
-    index = os.path.join(path, index_name)
-    if os.path.isfile(index):
-      try:
-        with open(index, encoding="utf-8") as f:
-          shards = sorted(set(json.load(f)["weight_map"].values()))
-      except (OSError, json.JSONDecodeError, KeyError) as e:
-        raise ElectraError(f"cannot read {index}: {e}") from None
-      out = {}
-      for shard in shards:
-        out.update(reader(os.path.join(path, shard)))
-      return out
-  if os.path.isfile(os.path.join(path, SAFETENSORS)):
-    return _read_safetensors(os.path.join(path, SAFETENSORS))
-  if os.path.isfile(os.path.join(path, TORCH_BIN)):
-    return _read_torch(os.path.join(path, TORCH_BIN))
-  raise ElectraError(
-    f"no {SAFETENSORS} or {TORCH_BIN} in {path}: the directory has a config but no weights"
-  )
-
-
-def _read_safetensors(file: str) -> dict[str, np.ndarray]:
-  from safetensors.numpy import load_file
-
-  try:
-    return load_file(file)
-  except Exception as e:  # safetensors raises its own error types
-    raise ElectraError(f"cannot read {file}: {e}") from None
-
-
-def _read_torch(file: str) -> dict[str, np.ndarray]:
-  try:
-    import torch
-  except ImportError:
-    raise ElectraError(
-      f"{file} is a PyTorch pickle and torch is not installed: install electra-jax[convert] "
-      "or convert it to safetensors"
-    ) from None
-  try:
-    # weights_only=True: a pickle can run arbitrary code; this loader only
-    # rebuilds tensors and plain containers.
-    state = torch.load(file, map_location="cpu", weights_only=True)
-  except Exception as e:
-    raise ElectraError(
-      f"cannot load {file} safely with torch.load(weights_only=True): {e}"
-    ) from None
-  if not isinstance(state, Mapping):
-    raise ElectraError(f"{file} does not hold a state dict")
-  out = {}
-  for k, t in state.items():
-    if not isinstance(t, torch.Tensor):
-      raise ElectraError(f"{file}: entry {k!r} is not a tensor")
-    t = t.detach().cpu()
-    if t.dtype == torch.bfloat16:
-      import ml_dtypes
-
-      out[k] = t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-    else:
-      out[k] = t.numpy()
-  return out
-
-
 def detect_head(hf_config: Mapping, keys=()) -> str | None:
   """Our head for a HF checkpoint: from `architectures`, else from its keys."""
   archs = hf_config.get("architectures") or []
@@ -707,7 +602,7 @@ def save_hf(
   with staged_dir(out) as tmp:
     with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
       json.dump(hf_config_dict(config, head, head_kwargs, extra), f, indent=2, sort_keys=True)
-    save_file(state_dict, os.path.join(tmp, SAFETENSORS), metadata={"format": "pt"})
+    save_file(state_dict, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
     copy_tokenizer_files(tokenizer_dir, tmp)
   return out
 
@@ -729,51 +624,6 @@ def check_shapes(flat: Mapping[str, Any], expected: Mapping[str, tuple], head) -
     if bad:
       parts.append(f"shape mismatch {format_keys(bad, 6)}")
     raise ElectraError(f"params do not match the config and head {head!r}: {'; '.join(parts)}")
-
-
-def copy_tokenizer_files(src: str | os.PathLike | None, dst: str) -> list[str]:
-  """Copies the tokenizer files present in `src` to `dst`; returns their names."""
-  if src is None:
-    return []
-  copied = []
-  for name in sorted(os.listdir(src)):
-    if name in TOKENIZER_FILES or (name.endswith(".model") and "tokenizer" in name):
-      shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
-      copied.append(name)
-  return copied
-
-
-def prepare_output_dir(out: str | os.PathLike) -> str:
-  out = os.path.abspath(os.fspath(out))
-  if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-    raise ElectraError(f"output {out} already exists and is not empty: choose a new directory")
-  parent = os.path.dirname(out)
-  if not os.path.isdir(parent):
-    raise ElectraError(f"parent directory of {out} does not exist")
-  return out
-
-
-class staged_dir:
-  """Context manager: a temp dir next to `out`, renamed to `out` on success."""
-
-  def __init__(self, out: str):
-    self.out = out
-    self.tmp = None
-
-  def __enter__(self) -> str:
-    self.tmp = tempfile.mkdtemp(
-      prefix=f".{os.path.basename(self.out)}.tmp-", dir=os.path.dirname(self.out)
-    )
-    return self.tmp
-
-  def __exit__(self, exc_type, exc, tb):
-    if exc_type is not None:
-      shutil.rmtree(self.tmp, ignore_errors=True)
-      return False
-    if os.path.isdir(self.out):
-      os.rmdir(self.out)  # empty (checked by prepare_output_dir)
-    os.rename(self.tmp, self.out)
-    return False
 
 
 # -- the `convert` subcommand -------------------------------------------------------

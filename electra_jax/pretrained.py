@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from electra_jax import convert
+from electra_jax import convert, hf_files
 from electra_jax.config import ElectraConfig
 from electra_jax.errors import ElectraError
 
@@ -88,7 +88,7 @@ def save_pretrained(
     raise ElectraError(
       f"unknown head {head!r}: choose one of {', '.join(map(str, convert.HEAD_RULES))}"
     )
-  out = convert.prepare_output_dir(path)
+  out = hf_files.prepare_output_dir(path)
   # Gather to host numpy: the stored tree must not depend on the device layout.
   host = jax.tree.map(np.asarray, jax.device_get(convert.unrolled(params, config)))
   convert.check_shapes(
@@ -106,10 +106,10 @@ def save_pretrained(
     meta_text = json.dumps(meta, indent=2, sort_keys=True)
   except TypeError as e:
     raise ElectraError(f"head_kwargs / extra must be JSON-serialisable: {e}") from None
-  with convert.staged_dir(out) as tmp:
+  with hf_files.staged_dir(out) as tmp:
     ocp.PyTreeCheckpointer().save(os.path.join(tmp, PARAMS_DIR), host)
     if tokenizer_dir is not None and os.path.isdir(tokenizer_dir):
-      convert.copy_tokenizer_files(tokenizer_dir, tmp)
+      hf_files.copy_tokenizer_files(tokenizer_dir, tmp)
     # Written last: its presence marks a complete checkpoint.
     with open(os.path.join(tmp, CHECKPOINT_FILE), "w", encoding="utf-8") as f:
       f.write(meta_text + "\n")
