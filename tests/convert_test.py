@@ -12,7 +12,6 @@ from hf_reference import (
   hf_model,
   hf_output,
   jax_output,
-  save_bin,
   state_dict_numpy,
   torch,
   transformers,
@@ -211,55 +210,3 @@ def test_generator_checkpoint_converts_to_masked_lm(tmp_path):
   ckpt = convert.load_hf(tmp_path / "gen")
   assert ckpt.head == "masked_lm"
   assert "generator_lm_head" in ckpt.params
-
-
-def test_bin_is_read_like_safetensors(tmp_path):
-  hf = hf_model("pretraining", "factorized")
-  hf.save_pretrained(tmp_path / "st")
-  save_bin(hf, tmp_path / "bin")
-  a = convert.load_hf_state_dict(tmp_path / "st")
-  b = convert.load_hf_state_dict(tmp_path / "bin")
-  b = {k: v for k, v in b.items() if k not in ("electra.embeddings.position_ids",)}
-  assert set(a) <= set(b)
-  for k in a:
-    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-
-
-def test_safetensors_preferred_over_bin(tmp_path):
-  hf = hf_model("pretraining", "factorized")
-  hf.save_pretrained(tmp_path)
-  sd = {k: torch.zeros_like(v) for k, v in hf.state_dict().items()}
-  torch.save(sd, tmp_path / "pytorch_model.bin")
-  loaded = convert.load_hf_state_dict(tmp_path)
-  assert np.abs(loaded["electra.embeddings.word_embeddings.weight"]).max() > 0
-
-
-def test_sharded_safetensors_are_read(tmp_path):
-  hf = hf_model("pretraining", "factorized")
-  hf.save_pretrained(tmp_path, max_shard_size="20KB")
-  assert (tmp_path / "model.safetensors.index.json").exists()
-  loaded = convert.load_hf_state_dict(tmp_path)
-  ref = state_dict_numpy(hf)
-  assert set(loaded) == set(ref)
-
-
-class _RunsCode:
-  """A pickle payload that would create a directory when unpickled unsafely."""
-
-  def __init__(self, marker):
-    self.marker = marker
-
-  def __reduce__(self):
-    return (os.makedirs, (self.marker,))
-
-
-def test_pickle_that_runs_code_is_refused(tmp_path):
-  hf = hf_model("pretraining", "factorized")
-  hf.config.save_pretrained(tmp_path)
-  marker = str(tmp_path / "pwned")
-  torch.save(
-    {"electra.embeddings.word_embeddings.weight": _RunsCode(marker)}, tmp_path / "pytorch_model.bin"
-  )
-  with pytest.raises(ElectraError, match=r"weights_only=True"):
-    convert.load_hf_state_dict(tmp_path)
-  assert not os.path.exists(marker)
