@@ -58,6 +58,19 @@ class TrainingStopped(ElectraError):
   """Raised when training stops early on a non-finite loss."""
 
 
+def strip_boxes(tree: PyTree) -> PyTree:
+  """Removes Flax's logical-axis boxes without applying sharding constraints.
+
+  (`nn.meta.unbox` constrains each value to its sharding under an ambient
+  mesh, which fails on abstract values; `out_shardings` place them instead.)
+  """
+  return jax.tree.map(
+    lambda x: x.unbox(apply_constraint=False) if isinstance(x, nn.meta.AxisMetadata) else x,
+    tree,
+    is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata),
+  )
+
+
 def _signature_path(workdir: str) -> str:
   return os.path.join(workdir, "model_signature.json")
 
@@ -255,15 +268,17 @@ def train_loop(
   base_rng = jax.random.PRNGKey(seed)
   init_rng, state_rng = jax.random.split(base_rng)
 
-  with sharding.mesh_context(mesh), nn.logical_axis_rules(rules):
+  # Shapes and logical names first, outside the mesh context: Flax would
+  # otherwise apply sharding constraints to abstract values.
+  with nn.logical_axis_rules(rules):
     abstract_boxed = jax.eval_shape(
       lambda r: create_state(state_rng, init_boxed_params(r)), init_rng
     )
-    logical_specs = nn.get_partition_spec(abstract_boxed)
-    state_shardings = nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
+  with sharding.mesh_context(mesh), nn.logical_axis_rules(rules):
+    state_shardings = sharding.param_shardings(abstract_boxed, mesh, rules)
     abstract_state = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      nn.meta.unbox(abstract_boxed),
+      strip_boxes(abstract_boxed),
       state_shardings,
     )
     batch_sharding = sharding.batch_sharding(mesh, rules)
@@ -292,7 +307,7 @@ def train_loop(
       state = jax.jit(lambda p: create_state(state_rng, p), out_shardings=state_shardings)(placed)
     else:
       state = jax.jit(
-        lambda r: create_state(state_rng, nn.meta.unbox(init_boxed_params(r))),
+        lambda r: create_state(state_rng, strip_boxes(init_boxed_params(r))),
         out_shardings=state_shardings,
       )(init_rng)
 

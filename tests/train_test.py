@@ -38,7 +38,7 @@ class SyntheticBatches:
     rs = np.random.RandomState(self.seed * 100003 + self.position)
     self.position += 1
     ids = rs.randint(1, CFG.vocab_size, size=(self.batch, self.length)).astype(np.int32)
-    labels = (ids[:, 1] > CFG.vocab_size // 2).astype(np.int32)
+    labels = (ids[:, 0] > CFG.vocab_size // 2).astype(np.int32)
     return {"input_ids": ids, "labels": labels}
 
   def get_state(self):
@@ -63,7 +63,7 @@ def _setup(nan_at_step=None):
       loss = loss * jnp.where(batch["input_ids"][0, 0] < 0, jnp.nan, 1.0)
     return loss, {"accuracy": (logits.argmax(-1) == batch["labels"]).mean()}
 
-  optimizer = optax.adamw(1e-3)
+  optimizer = optax.adamw(3e-3)
   return init_boxed, loss_fn, optimizer
 
 
@@ -104,9 +104,11 @@ def test_resume_is_bitwise_exact(tmp_path):
 
 
 def test_loss_falls(tmp_path):
-  result = _run(tmp_path / "w", 40, checkpoint_every=100)
+  _run(tmp_path / "w", 60, checkpoint_every=100)
   rows = [json.loads(line) for line in open(tmp_path / "w" / "metrics.jsonl")]
-  assert rows[-1]["loss"] < rows[0]["loss"], rows
+  first = np.mean([r["loss"] for r in rows[:3]])
+  last = np.mean([r["loss"] for r in rows[-3:]])
+  assert last < first - 0.1, (first, last)
 
 
 def test_nan_loss_stops_and_names_last_checkpoint(tmp_path):
