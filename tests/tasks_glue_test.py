@@ -255,3 +255,45 @@ def test_tfds_records_map_to_glue_labels(monkeypatch):
   assert glue.read_tfds_split("stsb", "test") == [glue.Example("test-4", "a", "b", None)]
   assert glue.read_tfds_split("sst2", "train") == [glue.Example("train-9", "nice", None, "1")]
   assert glue.read_tfds_split("wnli", "dev")[0].label == "1"
+
+
+def _prepare_tfds_glue(config, glue_src, data_dir):
+  """Prepares the real tfds `glue/<config>` builder (array_record, no TensorFlow)
+  from a local GLUE-layout directory instead of the download URL."""
+  tfds = pytest.importorskip("tensorflow_datasets")
+  try:
+    from tensorflow_datasets.text import glue as tfds_glue
+  except ImportError as e:  # pragma: no cover - depends on the tfds build
+    pytest.skip(f"tfds glue builder unavailable: {e}")
+
+  class Glue(tfds_glue.Glue, skip_registration=True):
+    def _split_generators(self, dl_manager):
+      dl_manager.download_and_extract = lambda url: str(glue_src)
+      return super()._split_generators(dl_manager)
+
+  builder = Glue(config=config, data_dir=str(data_dir), file_format="array_record")
+  builder.download_and_prepare(
+    download_config=tfds.download.DownloadConfig(compute_stats=tfds.download.ComputeStatsMode.SKIP)
+  )
+
+
+@pytest.mark.parametrize("task,directory", [("cola", "CoLA"), ("stsb", "STS-B"), ("rte", "RTE")])
+def test_tfds_prepared_glue_matches_local_reader(glue_dir, tmp_path, task, directory):
+  # A small GLUE directory: the first rows of the real files.
+  src = tmp_path / "src"
+  (src / directory).mkdir(parents=True)
+  for split in ("train", "dev", "test"):
+    lines = (glue_dir / directory / f"{split}.tsv").read_text(encoding="utf-8").splitlines()
+    (src / directory / f"{split}.tsv").write_text("\n".join(lines[:40]) + "\n", encoding="utf-8")
+  _prepare_tfds_glue(task, src, tmp_path / "tfds")
+  for split in ("train", "dev", "test"):
+    ours = glue.read_split(task, src, split)
+    via_tfds = glue.read_tfds_split(task, split, tmp_path / "tfds")
+    assert len(via_tfds) == len(ours) >= 38
+    for a, b in zip(via_tfds, ours):
+      assert (a.guid, a.text_a, a.text_b) == (b.guid, b.text_a, b.text_b)
+      if isinstance(b.label, float):
+        assert a.label == pytest.approx(b.label, abs=1e-6)  # tfds stores float32
+      else:
+        assert a.label == b.label
+  assert len(glue.read_tfds_split(task, "dev", tmp_path / "tfds", limit=5)) == 5

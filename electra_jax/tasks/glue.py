@@ -460,7 +460,9 @@ def read_tfds_split(
     limit: read at most this many examples.
 
   Returns:
-    Examples with the same label strings as `read_split` (test labels None).
+    Examples in GLUE file order (tfds's `idx`), with the same label strings as
+    `read_split` (test labels None). The whole split is read, then `limit`
+    applied.
 
   Raises:
     ElectraError: when the dataset is not prepared or cannot be read.
@@ -490,8 +492,7 @@ def read_tfds_split(
 
   labels = _TFDS_LABELS.get(task.name)
   examples = []
-  n = len(source) if limit is None else min(limit, len(source))
-  for i in range(n):
+  for i in range(len(source)):
     record = source[i]
     texts = [_text(record[f]) for f in features]
     raw = record.get("label", -1)
@@ -502,6 +503,8 @@ def read_tfds_split(
       label = None if raw < 0 else labels[raw]
     key = int(record["idx"]) if "idx" in record else i
     examples.append(
-      Example(f"{split}-{key}", texts[0], texts[1] if len(texts) > 1 else None, label)
+      (key, Example(f"{split}-{key}", texts[0], texts[1] if len(texts) > 1 else None, label))
     )
-  return examples
+  # tfds stores records in a hashed order; `idx` is the row in the GLUE file.
+  examples.sort(key=lambda pair: pair[0])
+  return [e for _, e in examples[:limit]]
