@@ -315,7 +315,10 @@ def _add_prepare_pretraining(sub):
   p.add_argument("--seed", type=int, default=0, help="seed of the example builder")
   p.add_argument("--num-shards", type=int, default=4, help="array_record files to write")
   p.add_argument(
-    "--num-workers", type=int, default=None, help="worker processes (default: all cores)"
+    "--num-workers",
+    type=int,
+    default=None,
+    help="worker processes (default: one per core; inline below 8 MB of local text)",
   )
   p.add_argument("--overwrite", action="store_true", help="replace an existing --out when done")
   p.add_argument("--tfds-data-dir", default=None, help="tfds data_dir for tfds: inputs")

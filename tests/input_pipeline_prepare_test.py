@@ -234,3 +234,22 @@ def test_wikitext2_valid_test_speed(shared_data, tokenizer, tmp_path):
   assert manifest["num_documents"] == 60 + 62
   assert elapsed <= 15, elapsed
   assert math.isclose(sum(s["num_examples"] for s in manifest["shards"]), manifest["num_examples"])
+
+
+def test_prepare_if_needed_reuses_or_refuses(tokenizer, tmp_path, monkeypatch):
+  out = tmp_path / "data"
+  first = prepare.prepare_if_needed([SAMPLE], tokenizer, 32, out, num_workers=1, progress=False)
+  # Same request from another working directory: reused, not rebuilt.
+  monkeypatch.chdir(tmp_path)
+  again = prepare.prepare_if_needed(
+    [os.path.relpath(SAMPLE)], tokenizer, 32, out, num_workers=1, progress=False
+  )
+  assert again == first
+  with pytest.raises(ElectraError, match="different max_seq_length"):
+    prepare.prepare_if_needed([SAMPLE], tokenizer, 64, out, progress=False)
+  with pytest.raises(ElectraError, match="different seed"):
+    prepare.prepare_if_needed([SAMPLE], tokenizer, 32, out, seed=1, progress=False)
+  rebuilt = prepare.prepare_if_needed(
+    [SAMPLE], tokenizer, 32, out, seed=1, overwrite=True, num_workers=1, progress=False
+  )
+  assert rebuilt["seed"] == 1

@@ -1,6 +1,7 @@
 """Text sources: plain and WikiText layouts, UTF-8 policy, globs, tfds."""
 
 import pytest
+import tensorflow_datasets as tfds
 
 from electra_jax.errors import ElectraError
 from electra_jax.input_pipeline import sources
@@ -107,25 +108,26 @@ TFDS_DOCS = [
 ]
 
 
+class ElectraTinyText(tfds.core.GeneratorBasedBuilder):
+  """A real tfds builder over local strings (defined once: tfds registers by name)."""
+
+  VERSION = tfds.core.Version("1.0.0")
+
+  def _info(self):
+    return tfds.core.DatasetInfo(
+      builder=self, features=tfds.features.FeaturesDict({"text": tfds.features.Text()})
+    )
+
+  def _split_generators(self, dl_manager):
+    return {"train": self._generate_examples()}
+
+  def _generate_examples(self):
+    for i, text in enumerate(TFDS_DOCS):
+      yield i, {"text": text}
+
+
 def _prepare_tiny_tfds(data_dir):
-  """Prepares a real tfds dataset (array_record) from local text; no TensorFlow."""
-  tfds = pytest.importorskip("tensorflow_datasets")
-
-  class ElectraTinyText(tfds.core.GeneratorBasedBuilder):
-    VERSION = tfds.core.Version("1.0.0")
-
-    def _info(self):
-      return tfds.core.DatasetInfo(
-        builder=self, features=tfds.features.FeaturesDict({"text": tfds.features.Text()})
-      )
-
-    def _split_generators(self, dl_manager):
-      return {"train": self._generate_examples()}
-
-    def _generate_examples(self):
-      for i, text in enumerate(TFDS_DOCS):
-        yield i, {"text": text}
-
+  """Prepares the dataset (array_record files) under `data_dir`; no TensorFlow."""
   builder = ElectraTinyText(data_dir=str(data_dir), file_format="array_record")
   builder.download_and_prepare()
   return builder.name

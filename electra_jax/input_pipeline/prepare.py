@@ -37,6 +37,7 @@ MANIFEST = "manifest.json"
 FORMAT = "electra-jax-pretraining"
 VERSION = 1
 UNIT_CHARS = 200_000
+AUTO_INLINE_BYTES = 8 * 2**20
 SHARD_PATTERN = "pretrain-{:05d}-of-{:05d}.array_record"
 
 _worker_state = {}
@@ -111,6 +112,20 @@ def _run_units(units, num_workers, init_args, window):
     pool.join()
 
 
+def _auto_workers(srcs) -> int:
+  """Worker processes for `num_workers=None`.
+
+  Starting spawned workers costs 1-2 s; below ~8 MB of local text
+  one process is faster (the Rust tokenizer still uses every core).
+  """
+  local_bytes = 0
+  for src in srcs:
+    if not isinstance(src, sources.LocalTextSource):
+      return os.cpu_count() or 1
+    local_bytes += sum(os.path.getsize(f) for f in src.files)
+  return 1 if local_bytes < AUTO_INLINE_BYTES else (os.cpu_count() or 1)
+
+
 def _check_out_dir(out_dir: str, overwrite: bool) -> None:
   if os.path.exists(out_dir):
     if not os.path.isdir(out_dir):
@@ -152,7 +167,8 @@ def prepare_pretraining_data(
       `overwrite`).
     seed: seed of the example builder's random draws.
     num_shards: number of array_record files.
-    num_workers: worker processes (default: all cores); 1 runs inline.
+    num_workers: worker processes; 1 runs inline. None: inline for less
+      than 8 MB of local text (start-up would dominate), else one per core.
     overwrite: replace an existing `out_dir` (only once the new one is done).
     max_position_embeddings: the model's position table size; a longer
       `max_seq_length` is an error.
@@ -196,7 +212,8 @@ def prepare_pretraining_data(
     srcs = list(inputs)
     if not srcs:
       raise ElectraError("no input given: pass text files, globs or tfds:NAME[:SPLIT]")
-  num_workers = num_workers or os.cpu_count() or 1
+  if num_workers is None:
+    num_workers = _auto_workers(srcs)
   dtype = pretraining_data.token_dtype(tokenizer.vocab_size, max_seq_length)
 
   tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=os.path.dirname(out_dir))
@@ -274,6 +291,10 @@ def prepare_pretraining_data(
 
 def _publish(tmp: str, out_dir: str) -> None:
   """Renames the finished temp dir to `out_dir` (replacing an old one last)."""
+  # mkdtemp makes 0700 directories; give the result the usual permissions.
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp, 0o777 & ~umask)
   if os.path.exists(out_dir):
     old = tempfile.mkdtemp(
       prefix=f".{os.path.basename(out_dir)}.old-", dir=os.path.dirname(out_dir)
@@ -315,3 +336,69 @@ def load_manifest(data_dir: str | os.PathLike) -> dict:
     if not os.path.exists(os.path.join(data_dir, shard["file"])):
       raise ElectraError(f"{data_dir} lacks shard {shard['file']} listed in its manifest")
   return manifest
+
+
+def prepare_if_needed(
+  inputs: Sequence[str],
+  tokenizer,
+  max_seq_length: int,
+  out_dir: str | os.PathLike,
+  *,
+  seed: int = 0,
+  **kwargs,
+) -> dict:
+  """Returns the manifest of `out_dir`, preparing it first when needed.
+
+  For a train loop given raw text: the first run prepares the data, later
+  runs (and resumes) reuse it. An existing dataset is reused only when it was
+  made from the same inputs, tokenizer, length and seed; otherwise this is an
+  `ElectraError` (pass `overwrite=True` to rebuild it).
+
+  Args:
+    inputs: as for `prepare_pretraining_data` (path/spec strings).
+    tokenizer: a `Tokenizer` or a path.
+    max_seq_length: example length.
+    out_dir: where the prepared data lives.
+    seed: builder seed.
+    **kwargs: more `prepare_pretraining_data` options.
+
+  Returns:
+    the manifest.
+  """
+  from electra_jax import tokenization
+
+  if not isinstance(tokenizer, tokenization.Tokenizer):
+    tokenizer = tokenization.load_tokenizer(tokenizer)
+  out_dir = os.fspath(out_dir)
+  if os.path.exists(os.path.join(out_dir, MANIFEST)) and not kwargs.get("overwrite"):
+    manifest = load_manifest(out_dir)
+    wanted = {
+      "tokenizer": tokenizer.fingerprint,
+      "max_seq_length": max_seq_length,
+      "seed": seed,
+      "sources": [
+        s.describe()
+        for s in sources.make_sources(
+          [os.fspath(x) for x in inputs],
+          tfds_data_dir=kwargs.get("tfds_data_dir"),
+          layout=kwargs.get("layout", "auto"),
+          sentences=kwargs.get("sentences", "auto"),
+          errors=kwargs.get("encoding_errors", "strict"),
+        )
+      ],
+    }
+    found = {
+      "tokenizer": manifest["tokenizer"]["fingerprint"],
+      "max_seq_length": manifest["max_seq_length"],
+      "seed": manifest["seed"],
+      "sources": manifest["sources"],
+    }
+    # tfds data_dir / local layout options are part of describe(); compare all.
+    for key in wanted:
+      if json.dumps(wanted[key], sort_keys=True) != json.dumps(found[key], sort_keys=True):
+        raise ElectraError(
+          f"{out_dir} holds data prepared with a different {key} ({found[key]!r}, wanted "
+          f"{wanted[key]!r}): use another directory or rebuild it with overwrite"
+        )
+    return manifest
+  return prepare_pretraining_data(inputs, tokenizer, max_seq_length, out_dir, seed=seed, **kwargs)

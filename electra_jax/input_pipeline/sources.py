@@ -81,6 +81,7 @@ def expand_paths(patterns: Sequence[str]) -> list[str]:
     if not matches:
       raise ElectraError(f"input {pattern} matches no files: check the path or glob")
     for m in matches:
+      m = os.path.abspath(m)  # the manifest records where the text came from
       if m not in seen:
         seen.add(m)
         files.append(m)
@@ -166,7 +167,13 @@ class LocalTextSource:
     self.errors = errors
 
   def describe(self) -> dict:
-    return {"type": "text", "files": self.files, "layout": self.layout}
+    return {
+      "type": "text",
+      "files": self.files,
+      "layout": self.layout,
+      "sentences": self.sentences,
+      "errors": self.errors,
+    }
 
   def __iter__(self) -> Iterator[list[str]]:
     for path in self.files:
