@@ -118,12 +118,16 @@ def _add_predict(sub):
     help="truncate inputs to N tokens (default: the length stored with the model, else 512)",
   )
   p.add_argument(
-    "--text-column", default="text", help="text field of .tsv/.csv/.jsonl (default: text)"
+    "--text-column",
+    metavar="COLUMN",
+    help="text field of .tsv/.csv/.jsonl (default: text, else the model's GLUE task's column, "
+    "e.g. sentence for SST-2)",
   )
   p.add_argument(
     "--text-pair-column",
     metavar="COLUMN",
-    help="second-segment field for sentence-pair models (default: text_pair when present)",
+    help="second-segment field for sentence-pair models (default: text_pair when present, else "
+    "the GLUE task's second column, e.g. sentence2 for RTE)",
   )
   p.add_argument(
     "--label-column", default="label", help="gold label field, read with --eval (default: label)"
@@ -137,8 +141,8 @@ def _add_predict(sub):
   p.add_argument(
     "--eval",
     action="store_true",
-    help="compare with the label column: adds 'gold' to each line and reports accuracy "
-    "(regression: Pearson/Spearman); rows with a label the model does not know are reported, "
+    help="compare with the label column: adds 'gold' to each line and reports the GLUE task's "
+    "metrics, else accuracy and macro F1 (regression: Pearson/Spearman); rows with a label the model does not know are reported, "
     "marked 'label_error', and left out of the metrics",
   )
   p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -14,8 +14,9 @@ Input files (`--input`), chosen by extension:
     text pair (sentence-pair models); everything after the first tab is the
     pair. No header, no labels.
   - `.tsv` / `.csv`: a header row naming the columns; `--text-column`
-    (default `text`), `--text-pair-column` (default `text_pair` when the header
-    has it), `--label-column` (default `label`, read with `--eval` only). TSV
+    (default `text`, or the model's GLUE task's column, e.g. `sentence`),
+    `--text-pair-column` (default `text_pair`, or the GLUE task's second
+    column, e.g. `sentence2`, when present), `--label-column` (default `label`, read with `--eval` only). TSV
     is read with quoting off (a field may begin with a quote, as in GLUE);
     CSV with standard quoting.
   - `.jsonl`: one JSON object per line with the same field names.
@@ -34,8 +35,9 @@ printed; with `--on-error stop` the first one stops the run with a one-line
 error before anything is written.
 
 With `--eval`, each row's label is compared with the prediction: rows get
-`"gold"`, and accuracy (classification) or Pearson/Spearman (regression) is
-reported. A row whose label is not in the model's label map (or not a
+`"gold"`, and the metrics are reported: the GLUE task's own (e.g. MCC for
+CoLA, accuracy and F1 for MRPC) when the model was fine-tuned on one, else
+accuracy and macro F1 (classification) or Pearson/Spearman (regression). A row whose label is not in the model's label map (or not a
 number, for regression) is reported, marked `"label_error"`, still
 predicted, and left out of the metrics.
 
@@ -142,15 +144,51 @@ class Classifier(NamedTuple):
   path: str
 
 
-def _label_map(extra: dict, num_labels: int) -> list[str] | None:
+def _label_map(path: str, extra: dict, num_labels: int) -> list[str] | None:
+  """Label names in class-id order, from the checkpoint's metadata.
+
+  In order: `extra["label_map"]` (a list, or a `tasks.custom.LabelMap` JSON
+  dict), `extra["id2label"]` (converted from HF), a `label_map.json` in the
+  directory, the labels of the GLUE task `extra["task"]`; else None (the
+  predictor then names classes "0", "1", ...).
+  """
   if num_labels == 1:
     return None
-  if extra.get("label_map"):
-    return [str(x) for x in extra["label_map"]]
+  found = extra.get("label_map")
+  if found is None and os.path.isfile(os.path.join(path, "label_map.json")):
+    found = _read_json(os.path.join(path, "label_map.json"))
+  if isinstance(found, dict):
+    found = found.get("labels") or found.get("id2label")
+  if isinstance(found, dict):
+    found = [found[k] for k in sorted(found, key=int)]
+  if found:
+    return [str(x) for x in found]
   if extra.get("id2label"):  # converted from HF
     id2label = extra["id2label"]
     return [str(id2label[k]) for k in sorted(id2label, key=int)]
+  task = _glue_task_named(extra.get("task"))
+  if task is not None and task.num_labels == num_labels:
+    return list(task.label_list)
   return None
+
+
+def _glue_task_named(name):
+  from electra_jax.tasks import glue
+
+  try:
+    return glue.get_task(name) if name else None
+  except ElectraError:  # "custom" or a user's name
+    return None
+
+
+def _glue_task(predictor: serving.Predictor):
+  """The predictor's GLUE task, when its outputs match that task's labels."""
+  task = _glue_task_named(predictor.task)
+  if task is None or task.num_labels != predictor.num_labels:
+    return None
+  if not task.is_regression and list(task.label_list) != predictor.label_map:
+    return None
+  return task
 
 
 def load_classifier(path: str, max_seq_length: int | None = None) -> Classifier:
@@ -192,7 +230,7 @@ def load_classifier(path: str, max_seq_length: int | None = None) -> Classifier:
     params,
     config,
     num_labels,
-    _label_map(extra, num_labels),
+    _label_map(path, extra, num_labels),
     extra.get("task"),
     int(length),
     path,
@@ -294,9 +332,37 @@ def _as_text(value: Any, column: str) -> tuple[str | None, str | None]:
 
 
 class Columns(NamedTuple):
-  text: str = "text"
-  pair: str | None = None  # None: "text_pair" when present
+  """Field names; `None` picks a default from the fields a row has.
+
+  Attributes:
+    text: the text field; default `text`, else the model's GLUE task's first
+      column (e.g. `sentence` for SST-2) when present.
+    pair: the second-segment field; default `text_pair` when present, else
+      the GLUE task's second column (e.g. `sentence2` for RTE) when present.
+    label: the gold label field (read with --eval only).
+    task_columns: the GLUE task's text columns, filled in by `predict_file`.
+  """
+
+  text: str | None = None
+  pair: str | None = None
   label: str = "label"
+  task_columns: tuple[str, ...] = ()
+
+  def resolve(self, names) -> tuple[str, str | None, bool]:
+    """(text field, pair field or None, whether the pair is required)."""
+    if self.text:
+      text = self.text
+    elif "text" not in names and self.task_columns and self.task_columns[0] in names:
+      text = self.task_columns[0]
+    else:
+      text = "text"
+    if self.pair:
+      return text, self.pair, True
+    if "text_pair" in names:
+      return text, "text_pair", False
+    if len(self.task_columns) == 2 and text == self.task_columns[0]:
+      return text, self.task_columns[1], False
+    return text, None, False
 
 
 DEFAULT_COLUMNS = Columns()
@@ -346,7 +412,6 @@ def _read_txt(path: str) -> Iterator[InputRow]:
 
 
 def _read_jsonl(path: str, columns: Columns, need_labels: bool) -> Iterator[InputRow]:
-  pair_col = columns.pair or "text_pair"
   for index, (line, raw) in enumerate(_lines(path)):
 
     def bad(reason, index=index, line=line):
@@ -366,16 +431,17 @@ def _read_jsonl(path: str, columns: Columns, need_labels: bool) -> Iterator[Inpu
     if not isinstance(obj, dict):
       yield bad(f"expected a JSON object, got {type(obj).__name__}")
       continue
-    if columns.text not in obj:
-      yield bad(f"no {columns.text!r} field (use --text-column)")
+    text_col, pair_col, pair_required = columns.resolve(obj)
+    if text_col not in obj:
+      yield bad(f"no {text_col!r} field (use --text-column)")
       continue
-    if columns.pair and columns.pair not in obj:
-      yield bad(f"no {columns.pair!r} field")
+    if pair_required and pair_col not in obj:
+      yield bad(f"no {pair_col!r} field")
       continue
     if need_labels and columns.label not in obj:
       yield bad(f"no {columns.label!r} field")
       continue
-    text, err = _as_text(obj[columns.text], columns.text)
+    text, err = _as_text(obj[text_col], text_col)
     pair, pair_err = (None, None)
     if pair_col in obj:
       pair, pair_err = _as_text(obj[pair_col], pair_col)
@@ -449,8 +515,9 @@ def _column_indices(path, header, columns: Columns, need_labels):
       )
     return None
 
-  text_i = find(columns.text, True, "--text-column")
-  pair_i = find(columns.pair or "text_pair", bool(columns.pair), "--text-pair-column")
+  text_col, pair_col, pair_required = columns.resolve(header)
+  text_i = find(text_col, True, "--text-column")
+  pair_i = None if pair_col is None else find(pair_col, pair_required, "--text-pair-column")
   label_i = find(columns.label, need_labels, "--label-column")
   return text_i, pair_i, label_i
 
@@ -476,22 +543,29 @@ def _gold(predictor: serving.Predictor, raw: Any) -> tuple[Any, str | None]:
   return label, None
 
 
-def _metrics(predictor: serving.Predictor, pairs: list[tuple[Any, Any]]) -> dict[str, float]:
-  if not pairs:
-    return {"n": 0}
-  if predictor.is_regression:
-    from scipy import stats
+def _metrics(predictor: serving.Predictor, pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+  """The GLUE task's official metrics when the model has one, else the basics.
 
-    gold = np.array([g for g, _ in pairs])
-    pred = np.array([p for _, p in pairs])
-    if len(pairs) < 2 or gold.std() == 0 or pred.std() == 0:
-      return {"n": len(pairs)}
-    return {
-      "n": len(pairs),
-      "pearson": float(stats.pearsonr(gold, pred)[0]),
-      "spearman": float(stats.spearmanr(gold, pred)[0]),
-    }
-  return {"n": len(pairs), "accuracy": float(np.mean([g == p for g, p in pairs]))}
+  Classification: accuracy and macro F1; regression: Pearson and Spearman.
+  """
+  from electra_jax.tasks import metrics
+
+  out: dict[str, Any] = {"n": len(pairs)}
+  if not pairs:
+    return out
+  gold = [g for g, _ in pairs]
+  pred = [p for _, p in pairs]
+  if not predictor.is_regression:
+    ids = {label: i for i, label in enumerate(predictor.label_map)}
+    gold, pred = [ids[g] for g in gold], [ids[p] for p in pred]
+  task = _glue_task(predictor)
+  if task is not None:
+    out.update(metrics.compute_metrics(task, np.array(pred), np.array(gold)))
+  elif predictor.is_regression:
+    out.update(pearson=metrics.pearson(pred, gold), spearman=metrics.spearman(pred, gold))
+  else:
+    out.update(accuracy=metrics.accuracy(pred, gold), macro_f1=metrics.macro_f1(pred, gold))
+  return out
 
 
 def predict_file(
@@ -541,6 +615,14 @@ def predict_file(
   out_dir = os.path.dirname(os.path.abspath(output_path))
   if not os.path.isdir(out_dir):
     raise ElectraError(f"the directory of --output {output_path} does not exist")
+  input_format(input_path, fmt)  # fail on a bad name before loading the model
+  if isinstance(model, serving.Predictor):
+    predictor = model
+  else:
+    predictor = load_predictor(model, batch_size=batch_size, max_seq_length=max_seq_length)
+  glue_task = _glue_task(predictor)
+  if glue_task is not None:
+    columns = columns._replace(task_columns=tuple(glue_task.text_columns))
   rows = read_input(input_path, columns, fmt, need_labels=evaluate)
   malformed = [r for r in rows if r.error]
   if malformed and on_error == "stop":
@@ -550,10 +632,6 @@ def predict_file(
       "--on-error skip"
     )
   good = [r for r in rows if not r.error]
-  if isinstance(model, serving.Predictor):
-    predictor = model
-  else:
-    predictor = load_predictor(model, batch_size=batch_size, max_seq_length=max_seq_length)
 
   summary: dict[str, Any] = {
     "rows": len(rows),

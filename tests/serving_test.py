@@ -141,9 +141,53 @@ def test_predict_jsonl_malformed_empty_unknown_label_keeps_order(classifier, tmp
   # Accuracy over rows with known labels, recomputed from the output.
   scored = [r for r in rows if "gold" in r]
   assert summary["metrics"]["n"] == len(scored) == 12
-  assert summary["metrics"]["accuracy"] == pytest.approx(
-    np.mean([r["gold"] == r["label"] for r in scored])
+  from sklearn import metrics as sk
+
+  gold, pred = [r["gold"] for r in scored], [r["label"] for r in scored]
+  assert summary["metrics"]["accuracy"] == pytest.approx(sk.accuracy_score(gold, pred))
+  assert summary["metrics"]["macro_f1"] == pytest.approx(
+    sk.f1_score(gold, pred, average="macro", labels=sorted(set(gold) | set(pred)))
   )
+
+
+def test_glue_model_defaults_columns_and_scores_with_official_metrics(tmp_path):
+  from sklearn import metrics as sk
+
+  # A CoLA model: label names and the `sentence` column come from the task, MCC from its metrics.
+  path = _save_tiny(tmp_path / "cola", 2, {"task": "cola", "max_seq_length": MAX_LEN})
+  src = tmp_path / "dev.tsv"
+  lines = (VOCAB_DIR / "sst2_dev_sample.tsv").read_text(encoding="utf-8").splitlines()[:41]
+  src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+  out = tmp_path / "out.jsonl"
+  summary = predict.predict_file(
+    path, src, out, batch_size=8, evaluate=True, progress=False, log=open(os.devnull, "w")
+  )
+  rows = _read_jsonl(out)
+  assert len(rows) == 40 and set(rows[0]["probabilities"]) == {"0", "1"}
+  gold = [r["gold"] for r in rows]
+  pred = [r["label"] for r in rows]
+  assert gold == [line.split("\t")[1] for line in lines[1:]]
+  m = summary["metrics"]
+  assert set(m) == {"n", "mcc", "accuracy"}
+  assert m["mcc"] == pytest.approx(sk.matthews_corrcoef(gold, pred), abs=1e-9)
+  assert m["accuracy"] == pytest.approx(sk.accuracy_score(gold, pred), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+  "extra,file,expected",
+  [
+    ({"label_map": ["b", "a"]}, None, ["b", "a"]),
+    ({"label_map": {"labels": ["x", "y"], "regression": False}}, None, ["x", "y"]),
+    ({"id2label": {"1": "POS", "0": "NEG"}}, None, ["NEG", "POS"]),
+    ({}, {"labels": ["p", "q"], "regression": False}, ["p", "q"]),
+    ({"task": "rte"}, None, ["entailment", "not_entailment"]),
+    ({"task": "custom"}, None, None),
+  ],
+)
+def test_label_map_sources(tmp_path, extra, file, expected):
+  if file is not None:
+    (tmp_path / "label_map.json").write_text(json.dumps(file))
+  assert predict._label_map(str(tmp_path), extra, 2) == expected
 
 
 def test_on_error_stop_raises_one_line_and_writes_nothing(classifier, tmp_path):
