@@ -368,6 +368,68 @@ _COMMANDS.append(_add_tokenizer)
 _COMMANDS.append(_add_prepare_pretraining)
 
 
+def _add_config_args(p, example: str) -> None:
+  p.add_argument(
+    "--config",
+    required=True,
+    metavar="FILE.py[:ARGS]",
+    help=f"experiment config file and its argument, e.g. {example}; override any key with "
+    "--config.KEY=VALUE (nested: --config.mesh.data=8)",
+  )
+  p.add_argument(
+    "--workdir", required=True, help="output directory; a run resumes from its checkpoints"
+  )
+  p.add_argument(
+    "--help-config", action="store_true", help="print every config key with its value and exit"
+  )
+  p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+  p.set_defaults(accepts_config_overrides=True)
+
+
+def _load_config(args):
+  from electra_jax import experiment
+
+  cfg = experiment.load_config(args.config, args.config_overrides)
+  if args.help_config:
+    print(f"config keys of {args.config}:")
+    print(experiment.describe_config(cfg))
+    return None
+  return cfg
+
+
+def _add_pretrain(sub):
+  p = sub.add_parser(
+    "pretrain",
+    help="ELECTRA pretraining (replaced-token detection) from raw text or prepared data",
+    description="Pretrain a generator + discriminator (or an ablation: electra_15, replace_mlm, all_tokens_mlm, "
+    "mlm). Writes checkpoints, metrics.jsonl, TensorBoard logs, results.json and, at the end, "
+    "electra-jax (WORKDIR/final/*) and HF (WORKDIR/export/*) copies of the models. Re-running with the "
+    "same --workdir resumes exactly where it stopped.",
+    epilog="example: electra-jax pretrain --config experiments/configs/pretrain.py:size=tiny "
+    "--workdir /tmp/pt --config.data=../shared/data/text/wikitext-2-raw/wiki.valid.raw --config.total_steps=300",
+  )
+  _add_config_args(p, "experiments/configs/pretrain.py:size=small")
+  p.set_defaults(func=_run_pretrain)
+
+
+def _run_pretrain(args):
+  cfg = _load_config(args)
+  if cfg is None:
+    return 0
+  from electra_jax import run_pretraining
+
+  results = run_pretraining.run(cfg, args.workdir, progress=not args.no_progress)
+  final = results.get("final_metrics", {})
+  print(
+    f"pretraining {results['stopped']} at step {results['step']}: loss {final.get('loss', float('nan')):.4f}; "
+    f"results in {args.workdir}/results.json"
+  )
+  return 0
+
+
+_COMMANDS.append(_add_pretrain)
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     prog="electra-jax",
@@ -382,7 +444,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
   parser = build_parser()
-  args = parser.parse_args(argv)
+  args, extra = parser.parse_known_args(argv)
+  if getattr(args, "accepts_config_overrides", False):
+    args.config_overrides = extra
+  elif extra:
+    parser.error(f"unrecognized arguments: {' '.join(extra)}")
   try:
     result = args.func(args)
   except ElectraError as e:

@@ -1,0 +1,365 @@
+"""ELECTRA pretraining: config → tokenizer, data, RTD model, optimizer → `train_loop`.
+
+Everything specific to pretraining lives in `pretraining.py` (masking,
+sampling, losses, the generator + discriminator module); this module wires it
+to the shared loop in `train.py` and exports the result:
+
+  WORKDIR/checkpoints/          Orbax train-state checkpoints (resume)
+  WORKDIR/metrics.jsonl         metrics every `log_every` steps
+  WORKDIR/results.json          final metrics + the config
+  WORKDIR/final/discriminator   electra-jax checkpoints (fine-tune with init_from)
+  WORKDIR/final/generator
+  WORKDIR/export/{discriminator,generator}   HF transformers directories
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from electra_jax import optim, pretraining, sharding, train
+from electra_jax.config import ElectraConfig
+from electra_jax.errors import ElectraError
+
+SAMPLE_DATA = os.path.join(os.path.dirname(__file__), "sample_data")
+BUNDLED_VOCAB = os.path.join(SAMPLE_DATA, "vocab.txt")
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def compute_dtype(name: str):
+  if name not in _DTYPES:
+    raise ElectraError(f"compute_dtype {name!r} is not one of {', '.join(_DTYPES)}")
+  return _DTYPES[name]
+
+
+def _is_prepared(path: str) -> bool:
+  return os.path.isfile(os.path.join(path, "manifest.json"))
+
+
+def resolve_data(cfg: ml_collections.ConfigDict, workdir: str, tokenizer) -> str:
+  """Returns a prepared dataset directory, preparing raw text into WORKDIR/data if needed."""
+  from electra_jax.input_pipeline import prepare
+
+  if not cfg.data:
+    raise ElectraError(
+      "config.data is empty: give a prepared dataset directory or raw text files "
+      "(--config.data=path/to/*.txt)"
+    )
+  specs = [s.strip() for s in str(cfg.data).split(",") if s.strip()]
+  if len(specs) == 1 and os.path.isdir(specs[0]) and _is_prepared(specs[0]):
+    return specs[0]
+  for spec in specs:
+    if not spec.startswith("tfds:") and not glob.glob(spec):
+      raise ElectraError(
+        f"config.data: {spec} matches no file (and is not a prepared dataset directory)"
+      )
+  out = os.path.join(workdir, "data")
+  if _is_prepared(out):
+    manifest = prepare.load_manifest(out)
+    if manifest.get("tokenizer", {}).get("fingerprint") == tokenizer.fingerprint and manifest.get(
+      "max_seq_length"
+    ) == int(cfg.max_seq_length):
+      return out
+    raise ElectraError(
+      f"{out} was prepared with another tokenizer or length; delete it or use a new workdir"
+    )
+  if jax.process_index() == 0:
+    print(f"preparing {', '.join(specs)} into {out}", flush=True)
+    prepare.prepare_pretraining_data(
+      specs,
+      tokenizer,
+      int(cfg.max_seq_length),
+      out,
+      seed=int(cfg.seed),
+      max_position_embeddings=int(cfg.model.max_position_embeddings),
+    )
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices("prepared pretraining data")
+  return out
+
+
+def resolve_tokenizer(cfg: ml_collections.ConfigDict):
+  """The configured tokenizer, else the prepared data's, else the bundled BERT vocab."""
+  from electra_jax import tokenization
+
+  path = str(cfg.tokenizer or "")
+  if not path:
+    data = str(cfg.data or "")
+    if data and os.path.isdir(data) and os.path.isdir(os.path.join(data, "tokenizer")):
+      path = os.path.join(data, "tokenizer")
+    elif cfg.init_from and os.path.isdir(cfg.init_from):
+      try:
+        return tokenization.load_tokenizer(cfg.init_from)
+      except ElectraError:
+        path = BUNDLED_VOCAB
+    else:
+      path = BUNDLED_VOCAB
+  return tokenization.load_tokenizer(path)
+
+
+def model_configs(cfg: ml_collections.ConfigDict, tokenizer) -> ElectraConfig:
+  try:
+    disc = ElectraConfig(
+      vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id, **cfg.model.to_dict()
+    )
+  except TypeError as e:
+    raise ElectraError(f"config.model: {e}") from None
+  if cfg.max_seq_length > disc.max_position_embeddings:
+    raise ElectraError(
+      f"max_seq_length {cfg.max_seq_length} exceeds model.max_position_embeddings "
+      f"{disc.max_position_embeddings}"
+    )
+  return disc
+
+
+def _load_init_from(cfg, model, init_boxed, disc_config, gen_config):
+  """`() -> params` for `init_from` (converted discriminator, optional generator)."""
+  from electra_jax import model as model_lib
+  from electra_jax import pretrained
+
+  def load():
+    disc_head = "masked_lm" if cfg.objective in ("replace_mlm",) else "pretraining"
+    scratch = train.strip_boxes(jax.jit(init_boxed)(jax.random.PRNGKey(int(cfg.seed))))
+    discriminator = generator = None
+    if cfg.objective != "mlm":
+      loaded_model, discriminator = pretrained.from_pretrained(cfg.init_from, head=disc_head)
+      _check_config(loaded_model.config, disc_config, cfg.init_from)
+    if cfg.init_from_generator:
+      loaded_model, generator = pretrained.from_pretrained(
+        cfg.init_from_generator, head="masked_lm"
+      )
+      _check_config(loaded_model.config, gen_config, cfg.init_from_generator)
+    elif cfg.objective == "mlm":
+      loaded_model, generator = pretrained.from_pretrained(cfg.init_from, head="masked_lm")
+      _check_config(loaded_model.config, gen_config, cfg.init_from)
+    if generator is None:  # a fresh generator around the loaded embeddings
+      generator = pretraining.generator_params(scratch)
+    if cfg.scan_layers:
+      if discriminator is not None:
+        discriminator = model_lib.layers_to_scan(discriminator, disc_config.num_hidden_layers)
+      generator = model_lib.layers_to_scan(generator, gen_config.num_hidden_layers)
+    params = pretraining.combine_params(discriminator, generator)
+    jax.tree.map(lambda a, b: None, params, scratch)  # same structure, or a clear error below
+    return params
+
+  def checked():
+    try:
+      return load()
+    except ValueError as e:
+      raise ElectraError(
+        f"init_from {cfg.init_from}: params do not fit the configured model ({e})"
+      ) from None
+
+  return checked
+
+
+def _check_config(loaded: ElectraConfig, wanted: ElectraConfig, path: str) -> None:
+  fields = (
+    "vocab_size",
+    "embedding_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+  )
+  diff = [
+    f"{f} {getattr(loaded, f)} != {getattr(wanted, f)}"
+    for f in fields
+    if getattr(loaded, f) != getattr(wanted, f)
+  ]
+  if diff:
+    raise ElectraError(f"init_from {path} does not match config.model: {'; '.join(diff)}")
+
+
+def run(
+  cfg: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  progress: bool = True,
+  stop_after: int | None = None,
+) -> dict:
+  """Pretrains (or resumes) in `workdir` and exports the final models.
+
+  Args:
+    cfg: a config from `experiments/configs/pretrain.py`.
+    workdir: output directory (resumed if it holds a checkpoint).
+    progress: show a progress bar.
+    stop_after: stop after this many steps of this invocation (tests).
+
+  Returns:
+    The results dict written to `WORKDIR/results.json`.
+  """
+  sharding.maybe_initialize_distributed(cfg)
+  os.makedirs(workdir, exist_ok=True)
+  tokenizer = resolve_tokenizer(cfg)
+  disc_config = model_configs(cfg, tokenizer)
+  data_dir = resolve_data(cfg, workdir, tokenizer)
+
+  from electra_jax.input_pipeline.loader import PretrainingDataset
+
+  num_hosts = jax.process_count()
+  if cfg.batch_size % num_hosts:
+    raise ElectraError(f"batch_size {cfg.batch_size} is not divisible by the {num_hosts} hosts")
+  dataset = PretrainingDataset(
+    data_dir, cfg.batch_size // num_hosts, seed=int(cfg.seed), shuffle=bool(cfg.shuffle)
+  )
+  dataset.check_compatible(
+    tokenizer=tokenizer,
+    max_seq_length=int(cfg.max_seq_length),
+    max_position_embeddings=disc_config.max_position_embeddings,
+    vocab_size=disc_config.vocab_size,
+  )
+
+  max_predictions = int(cfg.max_predictions_per_seq) or pretraining.max_predictions_per_seq(
+    float(cfg.mask_prob), int(cfg.max_seq_length)
+  )
+  special = tokenizer.special_ids
+  objective = pretraining.ObjectiveConfig(
+    objective=str(cfg.objective),
+    mask_prob=float(cfg.mask_prob),
+    max_predictions=max_predictions,
+    mask_id=tokenizer.mask_id,
+    special_ids=(tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id),
+    gen_weight=float(cfg.gen_weight),
+    disc_weight=float(cfg.disc_weight),
+    temperature=float(cfg.temperature),
+  )
+  del special
+  model = pretraining.build_rtd_model(
+    disc_config,
+    objective=objective.objective,
+    generator_hidden_size=float(cfg.generator_hidden_size),
+    dtype=compute_dtype(cfg.compute_dtype),
+    scan_layers=bool(cfg.scan_layers),
+    remat=bool(cfg.remat),
+  )
+  gen_config = model.gen_config
+  length = int(cfg.max_seq_length)
+
+  def init_boxed(rng):
+    return model.init(rng, *pretraining.init_inputs(1, length, max_predictions))["params"]
+
+  optimizer = optim.make_optimizer(
+    learning_rate=float(cfg.learning_rate),
+    total_steps=int(cfg.total_steps),
+    warmup_steps=int(cfg.warmup_steps),
+    weight_decay=float(cfg.weight_decay),
+    b1=float(cfg.adam_b1),
+    b2=float(cfg.adam_b2),
+    eps=float(cfg.adam_eps),
+    clip_norm=float(cfg.clip_norm),
+    official_adam=bool(cfg.official_adam),
+    grad_accum_steps=int(cfg.grad_accum_steps),
+  )
+  schedule = optim.make_schedule(
+    float(cfg.learning_rate), int(cfg.warmup_steps), int(cfg.total_steps)
+  )
+
+  signature = {
+    "discriminator": disc_config.to_dict(),
+    "generator": gen_config.to_dict(),
+    "objective": objective.objective,
+    "max_seq_length": length,
+    "tokenizer": tokenizer.fingerprint,
+    "scan_layers": bool(cfg.scan_layers),
+    "optimizer": {
+      "official_adam": bool(cfg.official_adam),
+      "grad_accum_steps": int(cfg.grad_accum_steps),
+    },
+  }
+  init_params = (
+    _load_init_from(cfg, model, init_boxed, disc_config, gen_config) if cfg.init_from else None
+  )
+  data_iter = dataset.iterator()
+  results = train.train_loop(
+    workdir=workdir,
+    total_steps=int(cfg.total_steps),
+    init_boxed_params=init_boxed,
+    loss_fn=pretraining.make_loss_fn(model, objective),
+    optimizer=optimizer,
+    data_iter=data_iter,
+    seed=int(cfg.seed),
+    mesh_shape=dict(cfg.mesh),
+    sharding_rules=str(cfg.sharding_rules),
+    log_every=int(cfg.log_every),
+    checkpoint_every=int(cfg.checkpoint_every),
+    keep_checkpoints=int(cfg.keep_checkpoints),
+    async_checkpoints=bool(cfg.async_checkpoints),
+    init_params=init_params,
+    signature=signature,
+    tokens_per_batch=int(cfg.batch_size) * length,
+    learning_rate_fn=schedule,
+    extra_results={
+      "config": cfg.to_dict(),
+      "data": data_dir,
+      "max_predictions_per_seq": max_predictions,
+    },
+    progress=progress,
+    stop_after=stop_after,
+  )
+  state = results.pop("state")
+  if results["stopped"] == "completed" and jax.process_index() == 0:
+    results["exported"] = export_final(
+      cfg, workdir, state.params, disc_config, gen_config, tokenizer, objective.objective
+    )
+    _rewrite_results(workdir, results)
+  return results
+
+
+def _rewrite_results(workdir: str, results: dict) -> None:
+  tmp = os.path.join(workdir, "results.json.tmp")
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(results, f, indent=2, default=str)
+  os.replace(tmp, os.path.join(workdir, "results.json"))
+
+
+def export_final(cfg, workdir, params, disc_config, gen_config, tokenizer, objective) -> dict:
+  """Writes electra-jax and HF copies of the discriminator and generator."""
+  from electra_jax import convert, pretrained
+  from electra_jax import model as model_lib
+
+  params = jax.device_get(params)
+  if cfg.scan_layers:
+    params = {
+      k: (
+        model_lib.scan_to_layers(
+          v, (disc_config if k == "discriminator" else gen_config).num_hidden_layers
+        )
+        if k != "embeddings"
+        else v
+      )
+      for k, v in params.items()
+    }
+  tok_dir = os.path.join(workdir, "final", "tokenizer")
+  if os.path.isdir(tok_dir):
+    shutil.rmtree(tok_dir)
+  tokenizer.save(tok_dir)
+  parts = {"generator": (gen_config, "masked_lm", pretraining.generator_params(params))}
+  if objective in ("electra", "electra_15"):
+    parts["discriminator"] = (disc_config, "pretraining", pretraining.discriminator_params(params))
+  elif objective == "replace_mlm":
+    parts["discriminator"] = (disc_config, "masked_lm", pretraining.discriminator_params(params))
+  out = {}
+  for name, (config, head, tree) in parts.items():
+    jax_dir = os.path.join(workdir, "final", name)
+    hf_dir = os.path.join(workdir, "export", name)
+    for d in (jax_dir, hf_dir):
+      if os.path.isdir(d):
+        shutil.rmtree(d)
+    pretrained.save_pretrained(
+      jax_dir, config, tree, head=head, tokenizer_dir=tok_dir, extra={"objective": objective}
+    )
+    if cfg.export_hf:
+      convert.convert_to_hf(jax_dir, hf_dir)
+    out[name] = {"electra_jax": jax_dir, "hf": hf_dir if cfg.export_hf else None}
+  shutil.rmtree(tok_dir, ignore_errors=True)
+  return out
