@@ -171,6 +171,9 @@ def test_balanced_class_weights_match_sklearn(seed):
   assert ours.dtype == np.float32
   ids = [label_list.index(x) for x in labels]
   np.testing.assert_allclose(custom.class_weights("balanced", ids, label_list), ref, rtol=1e-6)
+  # Without a label list the classes come from the labels (sorted).
+  np.testing.assert_allclose(custom.class_weights("balanced", labels), ref, rtol=1e-6)
+  np.testing.assert_allclose(custom.class_weights("balanced", ids), ref, rtol=1e-6)
 
 
 def test_class_weight_specs():

@@ -441,7 +441,7 @@ def load_custom_task(
 def class_weights(
   spec: str | Mapping[str, float] | None,
   labels: Sequence,
-  label_list: Sequence[str],
+  label_list: Sequence[str] | None = None,
 ) -> np.ndarray:
   """Per-class loss weights for imbalanced data.
 
@@ -451,7 +451,9 @@ def class_weights(
       A mapping `{label: weight}` (or its JSON string): the given weights,
       1.0 for labels not mentioned.
     labels: the training labels, as label strings or class ids.
-    label_list: the classes in id order (`LabelMap.labels`).
+    label_list: the classes in id order (`LabelMap.labels`); None derives
+      them from `labels` (`build_label_map`'s order for strings, 0..max for
+      class ids).
 
   Returns:
     float32 array `[len(label_list)]`, indexed by class id.
@@ -461,6 +463,12 @@ def class_weights(
       a weight key that is not a label, a weight that is not a positive number,
       or a label outside `label_list`.
   """
+  if label_list is None:
+    values = list(labels)
+    if values and all(isinstance(v, str) for v in values):
+      label_list = build_label_map([Example("", "", None, v) for v in values]).labels
+    else:
+      label_list = [str(i) for i in range(int(max(values, default=-1)) + 1)]
   label_list = list(label_list)
   k = len(label_list)
   if k == 0:
