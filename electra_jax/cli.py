@@ -430,6 +430,44 @@ def _run_pretrain(args):
 _COMMANDS.append(_add_pretrain)
 
 
+def _add_finetune(sub):
+  p = sub.add_parser(
+    "finetune",
+    help="fine-tune on a GLUE task or your own CSV/TSV/JSONL data (multi-seed)",
+    description="Fine-tune a classifier/regressor with the paper's recipe (AdamW, layer-wise LR decay, warmup, "
+    "linear decay). Evaluates on dev every epoch, keeps best/ and last/ per seed, writes results.json with "
+    "median/mean/std over --seeds, and GLUE test-set submission files. `electra-jax predict --model WORKDIR` "
+    "uses the result.",
+    epilog="examples: electra-jax finetune --config experiments/configs/glue.py:task=sst2,size=small "
+    "--workdir /tmp/sst2 --config.init_from=/path/to/electra-small-discriminator --seeds 3;  "
+    "electra-jax finetune --config experiments/configs/glue.py:task=custom,size=tiny --workdir /tmp/mine "
+    "--config.train_file=train.csv --config.dev_file=dev.csv",
+  )
+  _add_config_args(p, "experiments/configs/glue.py:task=sst2,size=small")
+  p.add_argument("--seeds", type=int, default=None, help="number of seeds (overrides config.seeds)")
+  p.set_defaults(func=_run_finetune)
+
+
+def _run_finetune(args):
+  cfg = _load_config(args)
+  if cfg is None:
+    return 0
+  if args.seeds is not None:
+    cfg.seeds = args.seeds
+  from electra_jax import run_finetuning
+
+  summary = run_finetuning.run(cfg, args.workdir, progress=not args.no_progress)
+  for name, s in summary["metrics"].items():
+    print(
+      f"{summary['task']} {name}: median {s['median']:.4f} mean {s['mean']:.4f} std {s['std']:.4f} over {len(s['values'])} seed(s)"
+    )
+  print(f"results in {args.workdir}/results.json")
+  return 0
+
+
+_COMMANDS.append(_add_finetune)
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     prog="electra-jax",
