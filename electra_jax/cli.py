@@ -316,6 +316,12 @@ def _add_prepare_pretraining(sub):
     "--max-seq-length", type=int, default=128, help="example length (128; 512 for base/large)"
   )
   p.add_argument("--out", required=True, metavar="DIR", help="output directory (new or empty)")
+  p.add_argument(
+    "--max-position-embeddings",
+    type=int,
+    default=512,
+    help="the model's position table size; a longer --max-seq-length is refused (default 512)",
+  )
   p.add_argument("--seed", type=int, default=0, help="seed of the example builder")
   p.add_argument("--num-shards", type=int, default=4, help="array_record files to write")
   p.add_argument(
@@ -353,6 +359,7 @@ def _run_prepare_pretraining(args):
     args.max_seq_length,
     args.out,
     seed=args.seed,
+    max_position_embeddings=args.max_position_embeddings,
     num_shards=args.num_shards,
     num_workers=args.num_workers,
     overwrite=args.overwrite,

@@ -192,6 +192,13 @@ def test_cli_prepare_with_sentencepiece(tmp_path, capsys):
     ["prepare-pretraining", "--input", SAMPLE, "--tokenizer", str(tok_dir), "--out", str(out)]
   )
   assert code == 2 and "already exists" in capsys.readouterr().err
+  code = cli.main(
+    ["prepare-pretraining", "--input", SAMPLE, "--tokenizer", str(tok_dir), "--out",
+     str(tmp_path / "long"), "--max-seq-length", "1024"]
+  )  # fmt: skip
+  err = capsys.readouterr().err
+  assert code == 2 and "max_position_embeddings=512" in err and len(err.strip().splitlines()) == 1
+  assert not (tmp_path / "long").exists()
 
 
 def test_prepare_from_tfds(tokenizer, tmp_path):

@@ -251,3 +251,31 @@ def test_cli_tokenizer_train(shakespeare_slice, tmp_path, capsys):
   assert cli.main(["tokenizer", "train", "--input", str(tmp_path / "nope*.txt"), "--vocab-size",
                    "500", "--out", str(tmp_path / "x")]) == 2  # fmt: skip
   assert "matches no files" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "sentencepiece"])
+def test_load_from_electra_jax_checkpoint(kind, wordpiece, sentencepiece_dir, tmp_path):
+  import jax
+
+  from electra_jax import model, pretrained
+  from electra_jax.config import ElectraConfig
+
+  if kind == "wordpiece":
+    tok = wordpiece
+    tok_dir = tok.save(tmp_path / "tok")
+  else:
+    tok_dir = sentencepiece_dir
+    tok = tokenization.load_tokenizer(tok_dir)
+  config = ElectraConfig(
+    vocab_size=tok.vocab_size,
+    embedding_size=16,
+    hidden_size=16,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=32,
+    max_position_embeddings=32,
+  )
+  params = model.init_params(model.build_model(config), jax.random.key(0))
+  ckpt = pretrained.save_pretrained(tmp_path / "ckpt", config, params, tokenizer_dir=tok_dir)
+  loaded = tokenization.load_tokenizer(ckpt)
+  assert loaded.fingerprint == tok.fingerprint and loaded.special_ids == tok.special_ids
