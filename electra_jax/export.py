@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from electra_jax import convert, predict, serving
+from electra_jax import convert, hf_files, predict, serving
 from electra_jax.errors import ElectraError
 
 DEFAULT_PLATFORMS = ("cpu",)
@@ -80,7 +80,7 @@ def export_model(
   path = predict.resolve_model_dir(model)
   if serving.is_export_dir(path):
     raise ElectraError(f"{path} is already an export; pass the checkpoint it came from")
-  out = convert.prepare_output_dir(out)
+  out = hf_files.prepare_output_dir(out)
   clf = predict.load_classifier(path, max_seq_length)
   module, num_labels, length = clf.model, clf.num_labels, clf.max_seq_length
   platforms = tuple(platforms or (jax.export.default_export_platform(),))
@@ -139,13 +139,13 @@ def export_model(
     "source": path,
     "jax_version": jax.__version__,
   }
-  with convert.staged_dir(out) as tmp:
+  with hf_files.staged_dir(out) as tmp:
     with open(os.path.join(tmp, serving.EXPORT_FILE), "wb") as f:
       f.write(blob)
     if not embed_params:
       # Uncompressed: loads at disk speed, and weights hardly compress.
       np.savez(os.path.join(tmp, serving.PARAMS_FILE), **flat)
-    copied = convert.copy_tokenizer_files(path, tmp)
+    copied = hf_files.copy_tokenizer_files(path, tmp)
     if not copied:
       raise ElectraError(
         f"{path} has no tokenizer files (vocab.txt, tokenizer.json, ...): the export could not "

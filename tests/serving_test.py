@@ -426,3 +426,17 @@ def test_cli_help_and_one_line_errors(classifier, tmp_path, capsys):
   assert not out.exists()
   code = cli.main(["predict", "--model", classifier, "--input", str(src), "--output", str(out)])
   assert code == 0 and [r["index"] for r in _read_jsonl(out)] == [0]
+
+
+def test_hf_classifier_directory_predicts_like_its_checkpoint(classifier, tmp_path):
+  from electra_jax import convert
+
+  hf_dir = convert.convert_to_hf(classifier, tmp_path / "hf")
+  texts = ["good film", "a dull , long movie"]
+  from_hf = predict.load_predictor(hf_dir).predict(texts)
+  live = predict.load_predictor(classifier).predict(texts)
+  for a, b in zip(from_hf, live):
+    # HF's config.json names the classes by id2label (LABEL_i unless the checkpoint had names).
+    np.testing.assert_allclose(list(a["probabilities"].values()), list(b["probabilities"].values()))
+  with pytest.raises(ElectraError, match="max sequence length 100 is not usable"):
+    predict.load_predictor(hf_dir, max_seq_length=100)
