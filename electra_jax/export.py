@@ -80,13 +80,13 @@ def export_model(
   path = predict.resolve_model_dir(model)
   if serving.is_export_dir(path):
     raise ElectraError(f"{path} is already an export; pass the checkpoint it came from")
-  out = hf_files.prepare_output_dir(out)
-  clf = predict.load_classifier(path, max_seq_length)
-  module, num_labels, length = clf.model, clf.num_labels, clf.max_seq_length
   platforms = tuple(platforms or (jax.export.default_export_platform(),))
   unknown = sorted(set(platforms) - {"cpu", "cuda", "rocm", "tpu"})
   if unknown:
     raise ElectraError(f"unknown platform(s) {', '.join(unknown)}: use cpu, cuda, rocm or tpu")
+  out = hf_files.prepare_output_dir(out)
+  clf = predict.load_classifier(path, max_seq_length)
+  module, num_labels, length = clf.model, clf.num_labels, clf.max_seq_length
   flat = _flat_params(clf.params)
 
   def serve(flat_params, input_ids, attention_mask, token_type_ids):

@@ -415,7 +415,7 @@ def test_cli_help_and_one_line_errors(classifier, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "--model" in text and "examples:" in text
   src = tmp_path / "in.jsonl"
-  src.write_text('{"text": "ok"}\n{oops\n', encoding="utf-8")
+  src.write_text('{"text": "ok", "label": "weird"}\n{oops\n', encoding="utf-8")
   out = tmp_path / "out.jsonl"
   code = cli.main(
     ["predict", "--model", classifier, "--input", str(src), "--output", str(out)]
@@ -425,7 +425,31 @@ def test_cli_help_and_one_line_errors(classifier, tmp_path, capsys):
   assert code == 2 and len(err) == 1 and "row 1 (line 2)" in err[0]
   assert not out.exists()
   code = cli.main(["predict", "--model", classifier, "--input", str(src), "--output", str(out)])
-  assert code == 0 and [r["index"] for r in _read_jsonl(out)] == [0]
+  rows = _read_jsonl(out)
+  # Without --eval the label column is not read: an unknown label is no error.
+  assert code == 0 and [r["index"] for r in rows] == [0] and "label_error" not in rows[0]
+
+
+def test_bucket_lengths():
+  assert [serving.bucket_length(n, 128) for n in (1, 16, 17, 33, 100, 128)] == [
+    16,
+    16,
+    32,
+    64,
+    128,
+    128,
+  ]
+  assert serving.bucket_length(20, 24) == 24
+
+
+def test_export_for_another_platform_is_refused_on_load(classifier, tmp_path):
+  out = export.export_model(classifier, tmp_path / "tpu", platforms=["tpu"])
+  with pytest.raises(ElectraError, match="exported for tpu but this machine runs cpu"):
+    serving.load_exported(out)
+  with pytest.raises(ElectraError, match="unknown platform"):
+    export.export_model(classifier, tmp_path / "x", platforms=["metal"])
+  with pytest.raises(ElectraError, match="already exists"):
+    export.export_model(classifier, tmp_path / "tpu")
 
 
 def test_hf_classifier_directory_predicts_like_its_checkpoint(classifier, tmp_path):
