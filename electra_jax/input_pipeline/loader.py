@@ -80,6 +80,8 @@ class PretrainingDataset:
       raise ElectraError(f"process_index={process_index} is not in [0, {process_count})")
     if batch_size < 1:
       raise ElectraError(f"batch_size must be >= 1, not {batch_size}")
+    if not 0 <= seed < 2**32:
+      raise ElectraError(f"seed must be in [0, 2**32), not {seed}")
     if num_epochs is not None and num_epochs < 1:
       raise ElectraError(f"num_epochs must be >= 1 or None, not {num_epochs}")
     self.batch_size = batch_size
@@ -228,6 +230,8 @@ class PretrainingIterator:
       "process_index": d.process_index,
       "process_count": d.process_count,
       "num_epochs": d.num_epochs,
+      "num_local_examples": d.num_local_examples,
+      "drop_remainder": d.drop_remainder,
     }
 
   def get_state(self) -> dict:

@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import random
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -43,7 +44,11 @@ SHARD_PATTERN = "pretrain-{:05d}-of-{:05d}.array_record"
 _worker_state = {}
 
 
-def _init_worker(tokenizer, max_length, seed, dtype_str):
+def _init_worker(tokenizer, max_length, seed, dtype_str, ignore_sigint=False):
+  if ignore_sigint:
+    # Ctrl-C is handled once, by the parent (which stops the pool and cleans
+    # up), not as a traceback from every worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
   # Worker processes each use one core; the Rust thread pool would fight them.
   os.environ["TOKENIZERS_PARALLELISM"] = "false"
   _worker_state.update(tokenizer=tokenizer, max_length=max_length, seed=seed, dtype=dtype_str)
@@ -97,7 +102,7 @@ def _run_units(units, num_workers, init_args, window):
     return
   # spawn, not fork: the caller may be a JAX process (fork after threads is unsafe).
   ctx = multiprocessing.get_context("spawn")
-  pool = ctx.Pool(num_workers, initializer=_init_worker, initargs=init_args)
+  pool = ctx.Pool(num_workers, initializer=_init_worker, initargs=(*init_args, True))
   try:
     pending = collections.deque()
     for i, unit in enumerate(units):
