@@ -360,7 +360,8 @@ def hf_to_params(
     if missing:
       what.append(f"missing params: {format_keys(missing)}")
     raise ElectraError(
-      f"checkpoint does not match head {head!r}: {'; '.join(what)}; pass the right --head"
+      f"checkpoint does not match head {head!r}: {'; '.join(what)}; choose the checkpoint's "
+      "head (--head / head=), or load with strict=False to re-initialise the head"
     )
   if tied_weight is not None:
     _check_tied(tied_weight, flat.get(enc_prefix + "embeddings/word_embeddings/embedding"))

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 import pytest
-from hf_reference import batch, hf_model, hf_output, jax_output, torch, transformers
+from hf_reference import batch, hf_model, hf_output, jax_output, require_hf
 
 import electra_jax
 from electra_jax import cli
@@ -37,6 +37,7 @@ def generator_dir(tmp_path_factory):
 
 
 def test_from_hf_then_to_hf_round_trip(generator_dir, tmp_path, capsys):
+  torch, transformers = require_hf()
   hf, src = generator_dir
   ej, back = tmp_path / "ej", tmp_path / "back"
   assert cli.main(["convert", "--from-hf", str(src), "--out", str(ej)]) == 0
@@ -103,6 +104,7 @@ def test_head_with_to_hf_is_refused(tmp_path, capsys):
 
 
 def test_label_names_survive_the_round_trip(tmp_path):
+  _, transformers = require_hf()
   labels = {0: "entailment", 1: "neutral", 2: "contradiction"}
   hf = hf_model(
     "sequence_classification", "square", id2label=labels, label2id={v: k for k, v in labels.items()}

@@ -12,15 +12,16 @@ from hf_reference import (
   hf_model,
   hf_output,
   jax_output,
+  require_hf,
   state_dict_numpy,
-  torch,
-  transformers,
 )
 
 from electra_jax import convert
 from electra_jax import model as model_lib
 from electra_jax.config import ElectraConfig
 from electra_jax.errors import ElectraError
+
+torch, transformers = require_hf()
 
 PARITY_ATOL = 1e-5  # float32, as the issue asks
 

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 import pytest
-from hf_reference import hf_model, save_bin, state_dict_numpy, torch
+from hf_reference import hf_model, require_hf, save_bin, state_dict_numpy
 
 from electra_jax import hf_files
 from electra_jax.errors import ElectraError
@@ -23,6 +23,7 @@ def test_bin_is_read_like_safetensors(tmp_path):
 
 
 def test_safetensors_preferred_over_bin(tmp_path):
+  torch, _ = require_hf()
   hf = hf_model("pretraining", "factorized")
   hf.save_pretrained(tmp_path)
   sd = {k: torch.zeros_like(v) for k, v in hf.state_dict().items()}
@@ -51,6 +52,7 @@ class _RunsCode:
 
 
 def test_pickle_that_runs_code_is_refused(tmp_path):
+  torch, _ = require_hf()
   hf = hf_model("pretraining", "factorized")
   hf.config.save_pretrained(tmp_path)
   marker = str(tmp_path / "pwned")

@@ -13,10 +13,15 @@ import os
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="parity tests need torch (pip install -e '.[test]')")
-transformers = pytest.importorskip(
-  "transformers", reason="parity tests need transformers (pip install -e '.[test]')"
-)
+
+def require_hf():
+  """Returns (torch, transformers), skipping the calling test when either is missing."""
+  torch = pytest.importorskip("torch", reason="HF parity needs torch (pip install -e '.[test]')")
+  transformers = pytest.importorskip(
+    "transformers", reason="HF parity needs transformers (pip install -e '.[test]')"
+  )
+  return torch, transformers
+
 
 HEADS = (
   None,
@@ -69,6 +74,7 @@ HF_CONFIGS = {
 
 def hf_model(head, config_name="factorized", seed=0, **overrides):
   """A HF ELECTRA model for `head` in eval mode, every weight randomised."""
+  torch, transformers = require_hf()
   kwargs = dict(HF_CONFIGS[config_name])
   if head == "question_answering":
     kwargs["num_labels"] = 2  # start and end
@@ -108,6 +114,7 @@ def batch(head, vocab_size, batch_size=3, length=9, choices=3, seed=0, type_voca
 
 def hf_output(model, head, inputs) -> np.ndarray:
   """The HF model's logits (hidden states for the bare encoder) as numpy."""
+  torch, _ = require_hf()
   with torch.no_grad():
     out = model(**{k: torch.tensor(v, dtype=torch.long) for k, v in inputs.items()})
   if head is None:
@@ -141,6 +148,7 @@ def state_dict_numpy(model) -> dict[str, np.ndarray]:
 
 def save_bin(model, directory) -> None:
   """Writes an old-style HF directory: config.json + pytorch_model.bin."""
+  torch, _ = require_hf()
   os.makedirs(directory, exist_ok=True)
   model.config.save_pretrained(directory)
   torch.save(model.state_dict(), os.path.join(directory, "pytorch_model.bin"))

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hf_reference import HEADS, batch, hf_model, hf_output, jax_output, state_dict_numpy, torch
+from hf_reference import HEADS, batch, hf_model, hf_output, jax_output, require_hf, state_dict_numpy
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -159,6 +159,7 @@ def test_sharded_forward_matches_single_device(head):
 
 @pytest.mark.parametrize("name", ACTIVATIONS)
 def test_activation_matches_hf(name):
+  torch, _ = require_hf()
   from transformers.activations import ACT2FN
 
   x = np.linspace(-6, 6, 241, dtype=np.float32)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hf_reference import batch, hf_model, hf_output, jax_output, save_bin, torch
+from hf_reference import batch, hf_model, hf_output, jax_output, require_hf, save_bin
 
 import electra_jax
 from electra_jax import convert
@@ -340,6 +340,7 @@ def test_import_is_lazy():
 
 @pytest.mark.parametrize("fmt", ["safetensors", "bin"])
 def test_bf16_hf_checkpoint(fmt, tmp_path):
+  torch, _ = require_hf()
   hf = hf_model("pretraining", "factorized", seed=9).to(torch.bfloat16)
   if fmt == "bin":
     save_bin(hf, tmp_path)
