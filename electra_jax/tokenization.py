@@ -453,8 +453,9 @@ class WordPieceTokenizer(Tokenizer):
     return list(enc.ids), list(enc.tokens), [tuple(o) for o in enc.offsets]
 
   def encode_ids_batch(self, texts):
-    encodings = self._backend.encode_batch(list(texts), add_special_tokens=False)
-    return [e.ids for e in encodings]
+    # encode_batch_fast (tokenizers >= 0.21) skips the offsets: ~20% faster.
+    encode = getattr(self._backend, "encode_batch_fast", self._backend.encode_batch)
+    return [e.ids for e in encode(list(texts), add_special_tokens=False)]
 
   def tokenize(self, text):
     return self._backend.encode(text, add_special_tokens=False).tokens
