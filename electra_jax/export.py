@@ -128,6 +128,7 @@ def export_model(
     "format": serving.EXPORT_FORMAT,
     "version": serving.EXPORT_VERSION,
     "task": clf.task,
+    "text_columns": list(clf.text_columns),
     "num_labels": num_labels,
     "label_map": clf.label_map,
     "max_seq_length": length,

@@ -14,9 +14,9 @@ Input files (`--input`), chosen by extension:
     text pair (sentence-pair models); everything after the first tab is the
     pair. No header, no labels.
   - `.tsv` / `.csv`: a header row naming the columns; `--text-column`
-    (default `text`, or the model's GLUE task's column, e.g. `sentence`),
-    `--text-pair-column` (default `text_pair`, or the GLUE task's second
-    column, e.g. `sentence2`, when present), `--label-column` (default `label`, read with `--eval` only). TSV
+    (default `text`, or the column the model was trained on, e.g. `sentence`
+    for SST-2), `--text-pair-column` (default `text_pair`, or the second
+    training column, e.g. `sentence2` for RTE, when present), `--label-column` (default `label`, read with `--eval` only). TSV
     is read with quoting off (a field may begin with a quote, as in GLUE);
     CSV with standard quoting.
   - `.jsonl`: one JSON object per line with the same field names.
@@ -140,6 +140,7 @@ class Classifier(NamedTuple):
   num_labels: int
   label_map: list[str] | None
   task: str | None
+  text_columns: tuple[str, ...]
   max_seq_length: int
   path: str
 
@@ -179,6 +180,15 @@ def _glue_task_named(name):
     return glue.get_task(name) if name else None
   except ElectraError:  # "custom" or a user's name
     return None
+
+
+def _text_columns(extra: dict) -> tuple[str, ...]:
+  """The input fields the model was trained on: stored, else its GLUE task's."""
+  stored = extra.get("text_columns")
+  if isinstance(stored, (list, tuple)) and all(isinstance(c, str) and c for c in stored):
+    return tuple(stored)[:2]
+  task = _glue_task_named(extra.get("task"))
+  return tuple(task.text_columns) if task is not None else ()
 
 
 def _glue_task(predictor: serving.Predictor):
@@ -232,6 +242,7 @@ def load_classifier(path: str, max_seq_length: int | None = None) -> Classifier:
     num_labels,
     _label_map(path, extra, num_labels),
     extra.get("task"),
+    _text_columns(extra),
     int(length),
     path,
   )
@@ -286,6 +297,7 @@ def load_predictor(
     max_seq_length=clf.max_seq_length,
     label_map=clf.label_map,
     task=clf.task,
+    text_columns=clf.text_columns,
     batch_size=batch_size,
   )
 
@@ -335,12 +347,13 @@ class Columns(NamedTuple):
   """Field names; `None` picks a default from the fields a row has.
 
   Attributes:
-    text: the text field; default `text`, else the model's GLUE task's first
-      column (e.g. `sentence` for SST-2) when present.
+    text: the text field; default `text`, else the first column the model
+      was trained on (stored with it by finetune, or its GLUE task's, e.g.
+      `sentence` for SST-2) when present.
     pair: the second-segment field; default `text_pair` when present, else
-      the GLUE task's second column (e.g. `sentence2` for RTE) when present.
+      the second training column (e.g. `sentence2` for RTE) when present.
     label: the gold label field (read with --eval only).
-    task_columns: the GLUE task's text columns, filled in by `predict_file`.
+    task_columns: the model's training columns, filled in by `predict_file`.
   """
 
   text: str | None = None
@@ -620,9 +633,8 @@ def predict_file(
     predictor = model
   else:
     predictor = load_predictor(model, batch_size=batch_size, max_seq_length=max_seq_length)
-  glue_task = _glue_task(predictor)
-  if glue_task is not None:
-    columns = columns._replace(task_columns=tuple(glue_task.text_columns))
+  if predictor.text_columns and not columns.task_columns:
+    columns = columns._replace(task_columns=predictor.text_columns)
   rows = read_input(input_path, columns, fmt, need_labels=evaluate)
   malformed = [r for r in rows if r.error]
   if malformed and on_error == "stop":

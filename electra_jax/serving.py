@@ -89,6 +89,8 @@ class Predictor:
     num_labels: width of the logits (1 for regression).
     max_seq_length: longer inputs are truncated to this many tokens.
     task: the task name stored with the model, if any.
+    text_columns: the input field names the model was trained on (one, or
+      two for sentence pairs), if known; input readers default to them.
     batch_size: rows per forward call (the last batch is padded).
     fixed_length: pad every batch to `max_seq_length` (what an exported
       function with a fixed sequence length needs) instead of bucketing.
@@ -103,6 +105,7 @@ class Predictor:
     max_seq_length: int,
     label_map: Sequence[str] | None = None,
     task: str | None = None,
+    text_columns: Sequence[str] = (),
     batch_size: int = 64,
     fixed_length: bool = False,
   ):
@@ -126,6 +129,7 @@ class Predictor:
     self.label_map = label_map
     self.max_seq_length = int(max_seq_length)
     self.task = task
+    self.text_columns = tuple(text_columns or ())
     self.batch_size = int(batch_size)
     self.fixed_length = fixed_length
 
@@ -373,6 +377,7 @@ def load_exported(path: str | os.PathLike, batch_size: int = 64) -> Predictor:
     max_seq_length=cfg["max_seq_length"],
     label_map=cfg.get("label_map"),
     task=cfg.get("task"),
+    text_columns=cfg.get("text_columns") or (),
     batch_size=batch_size,
     fixed_length=bool(cfg.get("fixed_length")),
   )

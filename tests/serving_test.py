@@ -59,7 +59,12 @@ def _save_tiny(path, num_labels, extra, seed=0):
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
   path = tmp_path_factory.mktemp("clf") / "ckpt"
-  extra = {"label_map": LABELS, "task": "custom", "max_seq_length": MAX_LEN}
+  extra = {
+    "label_map": LABELS,
+    "task": "custom",
+    "max_seq_length": MAX_LEN,
+    "text_columns": ["review"],
+  }
   return _save_tiny(path, 3, extra)
 
 
@@ -290,7 +295,7 @@ def test_export_round_trip_equals_live_model(
   assert (serving.PARAMS_FILE in files) != embed_params
   cfg = json.load(open(os.path.join(out, serving.SERVING_CONFIG)))
   assert (cfg["label_map"], cfg["max_seq_length"], cfg["task"]) == (LABELS, MAX_LEN, "custom")
-  assert cfg["fixed_length"] == fixed_length
+  assert cfg["fixed_length"] == fixed_length and cfg["text_columns"] == ["review"]
   assert cfg["platforms"] == list(platforms or [jax.export.default_export_platform()])
 
   texts = ["a gripping film", "", LONG, "dull", "so so", "great acting , weak plot"]
@@ -428,6 +433,13 @@ def test_cli_help_and_one_line_errors(classifier, tmp_path, capsys):
   rows = _read_jsonl(out)
   # Without --eval the label column is not read: an unknown label is no error.
   assert code == 0 and [r["index"] for r in rows] == [0] and "label_error" not in rows[0]
+  # The column the model was trained on ("review", stored by finetune) is the default.
+  src = tmp_path / "reviews.csv"
+  src.write_text("id,review\n1,great\n", encoding="utf-8")
+  assert (
+    cli.main(["predict", "--model", classifier, "--input", str(src), "--output", str(out)]) == 0
+  )
+  assert "label" in _read_jsonl(out)[0]
 
 
 def test_bucket_lengths():
