@@ -85,7 +85,7 @@ def _add_predict(sub):
     description="Batch prediction with a sequence-classification model. --model is an electra-jax "
     "checkpoint, a HF ElectraForSequenceClassification directory, an `electra-jax export` directory, "
     "or a fine-tuning workdir (its best/ checkpoint, else last/; with seed_<k>/ subdirectories the "
-    'seed results.json names as "best_seed", else seed_0). Input by extension: .txt (one example '
+    'seed results.json names as "best_seed", else the lowest seed). Input by extension: .txt (one example '
     "per line; a tab splits text and text pair), .tsv/.csv (header row; TSV read with quoting off), "
     ".jsonl (one object per line). Output: one JSON line per input row, in input order: "
     '{"index", "label", "probabilities": {label: p}} for classifiers, {"index", "score"} for '

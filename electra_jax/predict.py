@@ -7,7 +7,7 @@ Which model (`--model`):
   - a directory written by `electra-jax export` (runs the exported function);
   - a fine-tuning workdir: its `best/` checkpoint, else `last/`. A workdir with
     several seeds (`seed_<k>/best`, ...) uses the seed that `results.json`
-    names as `"best_seed"`, else `seed_0`.
+    names as `"best_seed"`, else the lowest-numbered seed (`seed_0`).
 
 Input files (`--input`), chosen by extension:
   - `.txt`: one example per line; a tab splits the line into text and
@@ -102,7 +102,7 @@ def _best_seed_dir(workdir: str, seeds: list[str]) -> str:
       name = best if str(best).startswith("seed_") else f"seed_{best}"
       if name in seeds:
         return name
-  return "seed_0" if "seed_0" in seeds else seeds[0]
+  return seeds[0]  # sorted numerically: seed_0 when present
 
 
 def resolve_model_dir(path: str | os.PathLike) -> str:
