@@ -37,6 +37,13 @@ TORCH_BIN = "pytorch_model.bin"
 TORCH_BIN_INDEX = "pytorch_model.bin.index.json"
 
 
+def one_line(error: BaseException, limit: int = 300) -> str:
+  """The first line of an exception's message, shortened: CLI errors are one line."""
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  text = lines[0] if lines else type(error).__name__
+  return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def read_hf_config(path: str | os.PathLike) -> dict:
   """The parsed `config.json` of a HF directory."""
   file = os.path.join(os.fspath(path), "config.json")
@@ -46,7 +53,7 @@ def read_hf_config(path: str | os.PathLike) -> dict:
     with open(file, encoding="utf-8") as f:
       return json.load(f)
   except (OSError, json.JSONDecodeError) as e:
-    raise ElectraError(f"cannot read {file}: {e}") from None
+    raise ElectraError(f"cannot read {file}: {one_line(e)}") from None
 
 
 def load_hf_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -75,7 +82,7 @@ def load_hf_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         with open(index, encoding="utf-8") as f:
           shards = sorted(set(json.load(f)["weight_map"].values()))
       except (OSError, json.JSONDecodeError, KeyError) as e:
-        raise ElectraError(f"cannot read {index}: {e}") from None
+        raise ElectraError(f"cannot read {index}: {one_line(e)}") from None
       out = {}
       for shard in shards:
         out.update(reader(os.path.join(path, shard)))
@@ -95,7 +102,7 @@ def _read_safetensors(file: str) -> dict[str, np.ndarray]:
   try:
     return load_file(file)
   except Exception as e:  # safetensors raises its own error types
-    raise ElectraError(f"cannot read {file}: {e}") from None
+    raise ElectraError(f"cannot read {file}: {one_line(e)}") from None
 
 
 def _read_torch(file: str) -> dict[str, np.ndarray]:
@@ -112,7 +119,7 @@ def _read_torch(file: str) -> dict[str, np.ndarray]:
     state = torch.load(file, map_location="cpu", weights_only=True)
   except Exception as e:
     raise ElectraError(
-      f"cannot load {file} safely with torch.load(weights_only=True): {e}"
+      f"cannot load {file} safely with torch.load(weights_only=True): {one_line(e)}"
     ) from None
   if not isinstance(state, Mapping):
     raise ElectraError(f"{file} does not hold a state dict")

@@ -125,7 +125,7 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
   except FileNotFoundError:
     raise ElectraError(f"no {CHECKPOINT_FILE} in {path}: not an electra-jax checkpoint") from None
   except (OSError, json.JSONDecodeError) as e:
-    raise ElectraError(f"cannot read {file}: {e}") from None
+    raise ElectraError(f"cannot read {file}: {hf_files.one_line(e)}") from None
   if not isinstance(meta, dict) or meta.get("format") != FORMAT:
     raise ElectraError(f"{file} is not an electra-jax checkpoint description")
   if meta.get("version") != VERSION:
@@ -160,7 +160,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
     params = checkpointer.restore(params_dir, restore_args=restore_args)
   except Exception as e:  # Orbax raises a variety of types for a damaged directory
-    raise ElectraError(f"cannot restore {params_dir}: {e}") from None
+    raise ElectraError(f"cannot restore {params_dir}: {hf_files.one_line(e)}") from None
   head = meta["head"]
   head_kwargs = dict(meta.get("head_kwargs") or {})
   convert.check_shapes(

@@ -59,9 +59,17 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
   torch.save(
     {"electra.embeddings.word_embeddings.weight": _RunsCode(marker)}, tmp_path / "pytorch_model.bin"
   )
-  with pytest.raises(ElectraError, match=r"weights_only=True"):
+  with pytest.raises(ElectraError, match=r"weights_only=True") as e:
     hf_files.load_hf_state_dict(tmp_path)
   assert not os.path.exists(marker)
+  assert "\n" not in str(e.value)
+
+
+def test_corrupt_safetensors_is_a_one_line_error(tmp_path):
+  (tmp_path / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+  with pytest.raises(ElectraError, match=r"cannot read .*model\.safetensors") as e:
+    hf_files.load_hf_state_dict(tmp_path)
+  assert "\n" not in str(e.value)
 
 
 def test_staged_dir_leaves_nothing_on_failure(tmp_path):

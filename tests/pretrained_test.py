@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 
@@ -363,3 +364,25 @@ def test_head_argument_the_head_does_not_take(hf_cls_dir):
     ElectraError, match="head 'question_answering' does not take arguments num_labels"
   ):
     electra_jax.from_pretrained(path, head="question_answering", num_labels=3)
+
+
+def test_damaged_params_dir_is_a_one_line_error(hf_cls_dir, tmp_path):
+  _, path = hf_cls_dir
+  model, params = electra_jax.from_pretrained(path)
+  out = electra_jax.save_pretrained(
+    tmp_path / "ej",
+    model.config,
+    params,
+    head="sequence_classification",
+    head_kwargs={"num_labels": 3},
+  )
+  params_dir = os.path.join(out, "params")
+  for name in os.listdir(params_dir):
+    full = os.path.join(params_dir, name)
+    if os.path.isdir(full):
+      shutil.rmtree(full)
+    else:
+      os.remove(full)
+  with pytest.raises(ElectraError, match="cannot restore") as e:
+    electra_jax.from_pretrained(out)
+  _one_line(e)
