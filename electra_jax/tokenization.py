@@ -27,6 +27,7 @@ import abc
 import dataclasses
 import glob
 import hashlib
+import itertools
 import json
 import os
 import tempfile
@@ -741,14 +742,28 @@ def train_sentencepiece(
   if vocab_size <= len(SPECIAL_TOKENS) + 1:
     raise ElectraError(f"vocab_size={vocab_size} is too small: use at least a few hundred")
   files = sources.expand_paths(inputs)
-  lines = [line for _, line in sources.iter_file_lines(files) if line.strip()]
-  if not lines:
+  # A generator, so the corpus is streamed (SentencePiece samples
+  # `max_sentences` lines itself) rather than held as a Python list.
+  lines = (line for _, line in sources.iter_file_lines(files) if line.strip())
+  first = next(lines, None)
+  if first is None:
     raise ElectraError(f"no text in {', '.join(inputs)}: the corpus is empty")
+  read_error = []
+
+  def guarded(it):
+    # An error raised inside SentencePiece's C++ loop comes back as a garbled
+    # RuntimeError; stop the stream instead and re-raise ours afterwards.
+    try:
+      yield from it
+    except ElectraError as e:
+      read_error.append(e)
+
+  lines = guarded(itertools.chain([first], lines))
   model = io.BytesIO()
   spm.set_random_generator_seed(seed)
   try:
     spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(lines),
+      sentence_iterator=lines,
       model_writer=model,
       vocab_size=vocab_size,
       model_type=model_type,
@@ -769,9 +784,13 @@ def train_sentencepiece(
       minloglevel=2,
     )
   except RuntimeError as e:
+    if read_error:
+      raise read_error[0] from None
     # e.g. "Vocabulary size too high (x). Please set it to a value <= y."
     msg = str(e).strip().splitlines()[-1]
     raise ElectraError(f"SentencePiece training failed: {msg}") from None
+  if read_error:
+    raise read_error[0]
   tokenizer = SentencePieceTokenizer(model.getvalue(), source="trained model")
   out_dir = os.fspath(out_dir)
   tokenizer.save(out_dir)

@@ -279,3 +279,27 @@ def test_load_from_electra_jax_checkpoint(kind, wordpiece, sentencepiece_dir, tm
   ckpt = pretrained.save_pretrained(tmp_path / "ckpt", config, params, tokenizer_dir=tok_dir)
   loaded = tokenization.load_tokenizer(ckpt)
   assert loaded.fingerprint == tok.fingerprint and loaded.special_ids == tok.special_ids
+
+
+def test_sentencepiece_training_errors(tmp_path):
+  empty = tmp_path / "empty.txt"
+  empty.write_text("\n \n", encoding="utf-8")
+  with pytest.raises(ElectraError, match="the corpus is empty"):
+    tokenization.train_sentencepiece([str(empty)], 100, tmp_path / "o")
+  latin = tmp_path / "latin.txt"
+  latin.write_bytes("na\u00efve text\n".encode("latin-1"))
+  with pytest.raises(
+    ElectraError, match=r"latin\.txt is not UTF-8: invalid byte 0xef at byte offset 2"
+  ):
+    tokenization.train_sentencepiece([str(latin)], 100, tmp_path / "o")
+  late = tmp_path / "late.txt"
+  late.write_bytes(b"good line one\ngood line two\nbad \xff here\n")
+  with pytest.raises(
+    ElectraError, match=r"late\.txt is not UTF-8: invalid byte 0xff at byte offset 32 \(line 3\)"
+  ):
+    tokenization.train_sentencepiece([str(late)], 50, tmp_path / "o")
+  tiny = tmp_path / "tiny.txt"
+  tiny.write_text("a b c\n", encoding="utf-8")
+  with pytest.raises(ElectraError, match="SentencePiece training failed: .*[Vv]ocabulary size"):
+    tokenization.train_sentencepiece([str(tiny)], 5000, tmp_path / "o")
+  assert not (tmp_path / "o").exists()
