@@ -355,6 +355,7 @@ def export_final(cfg, workdir, params, disc_config, gen_config, tokenizer, objec
     for d in (jax_dir, hf_dir):
       if os.path.isdir(d):
         shutil.rmtree(d)
+      os.makedirs(os.path.dirname(d), exist_ok=True)
     pretrained.save_pretrained(
       jax_dir, config, tree, head=head, tokenizer_dir=tok_dir, extra={"objective": objective}
     )
