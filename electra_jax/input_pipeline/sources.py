@@ -33,6 +33,7 @@ from collections.abc import Iterator, Sequence
 
 from electra_jax.errors import ElectraError
 
+_TFDS_READ_BATCH = 256  # records per batched array_record read
 _WIKITEXT_TITLE = re.compile(r"^ ?= [^=].* = ?$")
 _WIKITEXT_HEADING = re.compile(r"^ ?(= )+.*?( =)+ ?$")
 _WIKITEXT_ESCAPES = ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."))
@@ -280,8 +281,12 @@ class TfdsSource:
 
   def __iter__(self) -> Iterator[list[str]]:
     source = self._open()
-    for i in range(len(source)):
-      record = source[i]
+    for start in range(0, len(source), _TFDS_READ_BATCH):
+      keys = list(range(start, min(start + _TFDS_READ_BATCH, len(source))))
+      yield from self._documents(source.__getitems__(keys))
+
+  def _documents(self, records) -> Iterator[list[str]]:
+    for record in records:
       if self.text_key not in record:
         raise ElectraError(
           f"tfds dataset {self.name} has no feature {self.text_key!r} "
