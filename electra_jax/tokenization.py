@@ -713,8 +713,9 @@ def train_sentencepiece(
   """Trains a SentencePiece model with ELECTRA's special tokens at fixed ids.
 
   [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4 (control symbols: they never
-  come out of ordinary text). Lines are read with the same UTF-8 checks as the
-  pretraining sources; WikiText `= Heading =` lines are kept as text.
+  come out of ordinary text). Text is read like `prepare-pretraining` reads
+  it (`input_pipeline.sources.LocalTextSource`: UTF-8 checks, WikiText
+  handling); each line (sentence) is one SentencePiece training sentence.
 
   Args:
     inputs: text files or globs.
@@ -741,10 +742,12 @@ def train_sentencepiece(
     raise ElectraError(f"model_type must be unigram or bpe, not {model_type!r}")
   if vocab_size <= len(SPECIAL_TOKENS) + 1:
     raise ElectraError(f"vocab_size={vocab_size} is too small: use at least a few hundred")
-  files = sources.expand_paths(inputs)
-  # A generator, so the corpus is streamed (SentencePiece samples
-  # `max_sentences` lines itself) rather than held as a Python list.
-  lines = (line for _, line in sources.iter_file_lines(files) if line.strip())
+  # The same reader as prepare-pretraining, so the vocabulary is learnt on
+  # the text the model will see (WikiText headings dropped, paragraphs split
+  # into sentences). A generator: the corpus is streamed (SentencePiece
+  # samples `max_sentences` lines itself), not held as a Python list.
+  corpus = sources.LocalTextSource(inputs)
+  lines = (line for doc in corpus for line in doc)
   first = next(lines, None)
   if first is None:
     raise ElectraError(f"no text in {', '.join(inputs)}: the corpus is empty")
