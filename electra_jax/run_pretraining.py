@@ -61,18 +61,8 @@ def resolve_data(cfg: ml_collections.ConfigDict, workdir: str, tokenizer) -> str
         f"config.data: {spec} matches no file (and is not a prepared dataset directory)"
       )
   out = os.path.join(workdir, "data")
-  if _is_prepared(out):
-    manifest = prepare.load_manifest(out)
-    if manifest.get("tokenizer", {}).get("fingerprint") == tokenizer.fingerprint and manifest.get(
-      "max_seq_length"
-    ) == int(cfg.max_seq_length):
-      return out
-    raise ElectraError(
-      f"{out} was prepared with another tokenizer or length; delete it or use a new workdir"
-    )
   if jax.process_index() == 0:
-    print(f"preparing {', '.join(specs)} into {out}", flush=True)
-    prepare.prepare_pretraining_data(
+    prepare.prepare_if_needed(
       specs,
       tokenizer,
       int(cfg.max_seq_length),

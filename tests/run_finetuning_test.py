@@ -1,0 +1,170 @@
+"""End-to-end tests of `electra-jax finetune` on tiny models."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from electra_jax import cli, experiment, run_finetuning
+from electra_jax.errors import ElectraError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "experiments", "configs", "glue.py")
+SAMPLE = os.path.join(REPO, "electra_jax", "sample_data")
+
+TINY = {
+  "model.embedding_size": 16,
+  "model.hidden_size": 32,
+  "model.num_hidden_layers": 2,
+  "model.num_attention_heads": 2,
+  "model.intermediate_size": 64,
+  "max_seq_length": 32,
+  "batch_size": 16,
+  "eval_batch_size": 64,
+  "log_every": 5,
+  "checkpoint_every": 1000,
+}
+
+
+def _cfg(arg, **overrides):
+  values = {**TINY, **overrides}
+  return experiment.load_config(f"{CONFIG}:{arg}", [f"--config.{k}={v}" for k, v in values.items()])
+
+
+def _custom(tmp_path, rows, name="train.jsonl"):
+  path = tmp_path / name
+  with open(path, "w") as f:
+    for text, label in rows:
+      f.write(json.dumps({"text": text, "label": label}) + "\n")
+  return str(path)
+
+
+def test_custom_data_two_seeds_best_last_and_predict(tmp_path):
+  rng = np.random.RandomState(0)
+  words = ["good", "great", "fine", "bad", "awful", "poor"]
+  rows = []
+  for _ in range(96):
+    w = words[rng.randint(6)]
+    rows.append((f"the movie was {w}", "pos" if w in ("good", "great", "fine") else "neg"))
+  train = _custom(tmp_path, rows)
+  dev = _custom(tmp_path, rows[:32], "dev.jsonl")
+  cfg = _cfg("task=custom,size=tiny", train_file=train, dev_file=dev, epochs=2, seeds=2)
+  work = tmp_path / "w"
+  summary = run_finetuning.run(cfg, str(work), progress=False)
+  assert set(summary["seeds"]) == {0, 1}
+  acc = summary["metrics"]["accuracy"]
+  assert acc["median"] == pytest.approx(float(np.median(acc["values"])))
+  assert acc["std"] == pytest.approx(float(np.std(acc["values"])))
+  for seed in (0, 1):
+    for kind in ("best", "last"):
+      meta = json.load(open(work / f"seed_{seed}" / kind / "electra_jax.json"))
+      assert meta["extra"]["label_map"] == ["neg", "pos"]
+    # evaluated every epoch: 96 // 16 = 6 steps per epoch
+    assert sorted(int(s) for s in summary["seeds"][seed]["epochs"]) == [6, 12]
+  inputs = tmp_path / "in.txt"
+  inputs.write_text("the movie was great\n\nthe movie was awful\n")
+  out = tmp_path / "out.jsonl"
+  assert (
+    cli.main(["predict", "--model", str(work), "--input", str(inputs), "--output", str(out)]) == 0
+  )
+  lines = [json.loads(line) for line in open(out)]
+  assert len(lines) == 3 and "error" in lines[1]
+  assert lines[0]["label"] in ("neg", "pos")
+
+
+def test_regression_task_stsb_subset(tmp_path, shared_data):
+  cfg = _cfg(
+    "task=stsb,size=tiny",
+    data_dir=str(shared_data / "glue_data"),
+    epochs=1,
+    max_train_examples=64,
+    write_test_predictions=True,
+  )
+  summary = run_finetuning.run(cfg, str(tmp_path), progress=False)
+  assert {"pearson", "spearman"} <= set(summary["metrics"])
+  preds = tmp_path / "test_predictions" / "STS-B.tsv"
+  assert preds.exists()
+  assert len(preds.read_text().strip().splitlines()) == 1379 + 1  # header + GLUE STS-B test rows
+
+
+def test_init_from_pretrained_checkpoint_and_head_mismatch(tmp_path):
+  import jax
+
+  from electra_jax import model as model_lib
+  from electra_jax import pretrained, tokenization
+  from electra_jax.config import ElectraConfig
+
+  tok = tokenization.load_tokenizer(os.path.join(SAMPLE, "vocab.txt"))
+  config = ElectraConfig(
+    vocab_size=tok.vocab_size,
+    embedding_size=16,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+  )
+  disc = model_lib.build_model(config, "pretraining")
+  params = model_lib.init_params(disc, jax.random.key(1))
+  src = tmp_path / "disc"
+  pretrained.save_pretrained(str(src), config, params, head="pretraining", tokenizer_dir=SAMPLE)
+  rows = [(f"text {i}", str(i % 2)) for i in range(40)]
+  train = _custom(tmp_path, rows)
+  cfg = _cfg(
+    "task=custom,size=tiny", train_file=train, dev_file=train, epochs=1, init_from=str(src)
+  )
+  run_finetuning.run(cfg, str(tmp_path / "ft"), progress=False)
+  _, tuned = pretrained.from_pretrained(str(tmp_path / "ft" / "seed_0" / "last"))
+  assert "classifier" in tuned
+  # A 3-label classifier cannot initialise a 2-label task.
+  three = model_lib.build_model(config, "sequence_classification", num_labels=3)
+  src3 = tmp_path / "three"
+  pretrained.save_pretrained(
+    str(src3),
+    config,
+    model_lib.init_params(three, jax.random.key(2)),
+    head="sequence_classification",
+    head_kwargs={"num_labels": 3},
+  )
+  cfg = _cfg("task=custom,size=tiny", train_file=train, epochs=1, init_from=str(src3))
+  with pytest.raises(ElectraError):
+    run_finetuning.run(cfg, str(tmp_path / "ft3"), progress=False)
+
+
+def test_bad_inputs(tmp_path, capsys):
+  assert cli.main(["finetune", "--config", f"{CONFIG}:task=nope", "--workdir", str(tmp_path)]) == 2
+  assert "nope" in capsys.readouterr().err
+  empty = tmp_path / "glue"
+  (empty / "SST-2").mkdir(parents=True)
+  code = cli.main(
+    [
+      "finetune",
+      "--config",
+      f"{CONFIG}:task=sst2,size=tiny",
+      "--workdir",
+      str(tmp_path / "w"),
+      f"--config.data_dir={empty}",
+    ]
+  )
+  err = capsys.readouterr().err
+  assert code == 2 and "train" in err and len(err.strip().splitlines()) == 1
+  train = _custom(tmp_path, [("a", "x")] * 20)
+  code = cli.main(
+    [
+      "finetune",
+      "--config",
+      f"{CONFIG}:task=custom,size=tiny",
+      "--workdir",
+      str(tmp_path / "w2"),
+      f"--config.train_file={train}",
+      "--config.label_column=category",
+    ]
+  )
+  err = capsys.readouterr().err
+  assert code == 2 and "category" in err
+
+
+def test_help(capsys):
+  with pytest.raises(SystemExit):
+    cli.main(["finetune", "--help"])
+  assert "--seeds" in capsys.readouterr().out

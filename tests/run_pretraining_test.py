@@ -1,0 +1,208 @@
+"""End-to-end tests of `electra-jax pretrain` (tiny preset, bundled sample text)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from electra_jax import cli, experiment, run_pretraining
+from electra_jax.errors import ElectraError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "experiments", "configs", "pretrain.py")
+SAMPLE = os.path.join(run_pretraining.SAMPLE_DATA, "wikitext2_sample.txt")
+
+
+def _cfg(**overrides):
+  base = {
+    "data": SAMPLE,
+    "total_steps": 6,
+    "log_every": 2,
+    "checkpoint_every": 3,
+    "batch_size": 8,
+    "max_seq_length": 64,
+    "async_checkpoints": False,
+  }
+  base.update(overrides)
+  return experiment.load_config(
+    f"{CONFIG}:size=tiny", [f"--config.{k}={v}" for k, v in base.items()]
+  )
+
+
+def test_tiny_pretraining_writes_metrics_and_exports(tmp_path):
+  results = run_pretraining.run(_cfg(), str(tmp_path), progress=False)
+  assert results["step"] == 6 and results["stopped"] == "completed"
+  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert [r["step"] for r in rows] == [2, 4, 6]
+  for key in (
+    "loss",
+    "generator_loss",
+    "discriminator_loss",
+    "generator_accuracy",
+    "discriminator_accuracy",
+    "replaced_precision",
+    "replaced_recall",
+    "sampled_replaced_fraction",
+    "learning_rate",
+    "grad_norm",
+    "tokens_per_sec",
+    "step_time",
+  ):
+    assert key in rows[-1], key
+  saved = json.load(open(tmp_path / "results.json"))
+  assert saved["config"]["size"] == "tiny"
+  assert os.path.isfile(tmp_path / "export" / "discriminator" / "model.safetensors")
+
+  transformers = pytest.importorskip("transformers")
+  torch = pytest.importorskip("torch")
+  hf, info = transformers.ElectraForPreTraining.from_pretrained(
+    str(tmp_path / "export" / "discriminator"), output_loading_info=True
+  )
+  assert not info["missing_keys"] and not info["unexpected_keys"]
+  gen = transformers.ElectraForMaskedLM.from_pretrained(str(tmp_path / "export" / "generator"))
+  ids = np.array([[2, 1996, 4937, 2003, 103, 1012, 3]], np.int64)
+  import electra_jax
+
+  model, params = electra_jax.from_pretrained(str(tmp_path / "final" / "discriminator"))
+  ours = np.asarray(model.apply({"params": params}, ids.astype(np.int32)))
+  with torch.no_grad():
+    theirs = hf(torch.from_numpy(ids)).logits.numpy()
+    gen(torch.from_numpy(ids))
+  np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_resume_continues_the_same_run(tmp_path):
+  full = tmp_path / "full"
+  split = tmp_path / "split"
+  run_pretraining.run(_cfg(), str(full), progress=False)
+  first = run_pretraining.run(_cfg(), str(split), progress=False, stop_after=3)
+  assert first["stopped"] == "stop_after"
+  run_pretraining.run(_cfg(), str(split), progress=False)
+  a = [json.loads(line) for line in open(full / "metrics.jsonl")]
+  b = [json.loads(line) for line in open(split / "metrics.jsonl")]
+  assert a[-1]["loss"] == b[-1]["loss"]
+  _assert_same_params(full, split)
+
+
+def _assert_same_params(a, b):
+  import jax
+
+  import electra_jax
+
+  for name in ("discriminator", "generator"):
+    _, pa = electra_jax.from_pretrained(str(a / "final" / name))
+    _, pb = electra_jax.from_pretrained(str(b / "final" / name))
+    for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_workdir_of_another_model_is_refused(tmp_path):
+  run_pretraining.run(_cfg(total_steps=2, checkpoint_every=2), str(tmp_path), progress=False)
+  with pytest.raises(ElectraError, match="different model"):
+    run_pretraining.run(_cfg(**{"model.hidden_size": 32}), str(tmp_path), progress=False)
+
+
+def test_prepared_data_of_another_length_is_refused(tmp_path):
+  run_pretraining.run(_cfg(total_steps=1, checkpoint_every=1), str(tmp_path / "a"), progress=False)
+  with pytest.raises(ElectraError, match="max_seq_length"):
+    run_pretraining.run(
+      _cfg(data=str(tmp_path / "a" / "data"), max_seq_length=32),
+      str(tmp_path / "b"),
+      progress=False,
+    )
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
+  assert (
+    cli.main(
+      [
+        "pretrain",
+        "--config",
+        f"{CONFIG}:size=tiny",
+        "--workdir",
+        str(tmp_path),
+        "--config.bogus=1",
+      ]
+    )
+    == 2
+  )
+  assert "unknown config key" in capsys.readouterr().err
+  code = cli.main(
+    [
+      "pretrain",
+      "--config",
+      f"{CONFIG}:size=tiny",
+      "--workdir",
+      str(tmp_path),
+      "--config.data=/nonexistent/*.txt",
+    ]
+  )
+  err = capsys.readouterr().err
+  assert code == 2 and "matches no file" in err and len(err.strip().splitlines()) == 1
+  code = cli.main(
+    [
+      "pretrain",
+      "--config",
+      f"{CONFIG}:size=tiny",
+      "--workdir",
+      str(tmp_path),
+      f"--config.data={SAMPLE}",
+      "--config.max_seq_length=1024",
+    ]
+  )
+  assert code == 2 and "max_position_embeddings" in capsys.readouterr().err
+
+
+def test_help(capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.main(["pretrain", "--help"])
+  assert e.value.code == 0
+  assert "--config" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_kill_9_between_checkpoints_then_resume_is_bitwise_exact(tmp_path):
+  """A run killed with SIGKILL resumes from its last checkpoint and ends bitwise equal."""
+  steps, every = 40, 10
+  args = [
+    sys.executable,
+    "-m",
+    "electra_jax.cli",
+    "pretrain",
+    "--config",
+    f"{CONFIG}:size=tiny",
+    "--no-progress",
+    f"--config.data={SAMPLE}",
+    f"--config.total_steps={steps}",
+    f"--config.checkpoint_every={every}",
+    "--config.log_every=1",
+    "--config.batch_size=8",
+    "--config.max_seq_length=64",
+    "--config.async_checkpoints=False",
+  ]
+  env = dict(os.environ, XLA_FLAGS="")
+  subprocess.run(
+    [*args, "--workdir", str(tmp_path / "full")], check=True, env=env, capture_output=True
+  )
+  proc = subprocess.Popen(
+    [*args, "--workdir", str(tmp_path / "killed")], env=env, stdout=subprocess.DEVNULL
+  )
+  metrics = tmp_path / "killed" / "metrics.jsonl"
+  deadline = time.time() + 600
+  while time.time() < deadline:  # kill between the 2nd and 3rd checkpoint
+    if metrics.exists() and sum(1 for _ in open(metrics)) >= 2 * every + every // 2:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  ckpts = sorted(int(d) for d in os.listdir(tmp_path / "killed" / "checkpoints") if d.isdigit())
+  assert ckpts and ckpts[-1] < steps, ckpts
+  subprocess.run(
+    [*args, "--workdir", str(tmp_path / "killed")], check=True, env=env, capture_output=True
+  )
+  _assert_same_params(tmp_path / "full", tmp_path / "killed")
