@@ -210,8 +210,9 @@ def _expected_shapes(config: ElectraConfig, head: str | None, head_kwargs: tuple
       f"head {head!r} does not take arguments {', '.join(k for k, _ in head_kwargs)}"
     ) from None
   inputs = model_lib.dummy_inputs(module, 1, 2)
-  abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), inputs))
-  params = nn.meta.unbox(abstract["params"])
+  # Unboxed inside the trace: outside it, under the train loop's mesh (fine-tuning
+  # saves checkpoints mid-run), unbox's sharding constraint rejects abstract values.
+  params = jax.eval_shape(lambda: nn.meta.unbox(module.init(jax.random.key(0), inputs)["params"]))
   return {path: tuple(leaf.shape) for path, leaf in flatten(params).items()}
 
 
