@@ -453,3 +453,32 @@ def test_bad_objective_settings_raise():
     pt.rtd_loss_fn(
       params, _batch(), jax.random.key(0), True, model=model, objective=_objective("mlm")
     )
+
+
+def test_sharded_loss_and_grads_equal_single_device():
+  """The whole objective (masking, sampling, both models) under fsdp+tp on 8 devices."""
+  if jax.device_count() < 8:
+    pytest.skip("needs 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8 (conftest.py)")
+  from electra_jax import sharding
+
+  model, params = _model_and_params("electra", seed=2)
+  obj = _objective("electra")
+  batch = _batch(seed=4)
+  rng = jax.random.key(9)
+  fn = jax.jit(jax.value_and_grad(pt.make_loss_fn(model, obj), has_aux=True), static_argnums=3)
+  (loss, metrics), grads = fn(params, batch, rng, True)
+
+  mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "model": 2})
+  rules = sharding.logical_axis_rules("fsdp_tp")
+  abstract = jax.eval_shape(
+    lambda r: model.init(r, *pt.init_inputs(1, LENGTH, P)), jax.random.key(0)
+  )
+  shardings = sharding.param_shardings(abstract["params"], mesh, rules)
+  with sharding.rules_and_mesh(mesh, rules):
+    placed = jax.device_put(params, shardings)
+    sharded_batch = sharding.shard_batch(batch, sharding.batch_sharding(mesh, rules))
+    (s_loss, s_metrics), s_grads = fn(placed, sharded_batch, rng, True)
+  assert float(s_metrics["num_masked"]) == float(metrics["num_masked"])
+  np.testing.assert_allclose(float(s_loss), float(loss), rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(s_grads)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
