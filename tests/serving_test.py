@@ -476,3 +476,47 @@ def test_hf_classifier_directory_predicts_like_its_checkpoint(classifier, tmp_pa
     np.testing.assert_allclose(list(a["probabilities"].values()), list(b["probabilities"].values()))
   with pytest.raises(ElectraError, match="max sequence length 100 is not usable"):
     predict.load_predictor(hf_dir, max_seq_length=100)
+
+
+@pytest.mark.slow  # ~30 s of CPU (two fine-tuning seeds), ~60 s on a busy 2-core machine
+def test_finetune_workdir_predict_and_export_match_finetune_dev_metrics(tmp_path):
+  """End to end: `predict --model WORKDIR` picks the best seed and reproduces its dev scores."""
+  import importlib.util
+
+  from electra_jax import run_finetuning
+
+  spec = importlib.util.spec_from_file_location(
+    "glue_config", REPO / "experiments" / "configs" / "glue.py"
+  )
+  glue_config = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(glue_config)
+  dev = tmp_path / "dev.tsv"
+  lines = (VOCAB_DIR / "sst2_dev_sample.tsv").read_text(encoding="utf-8").splitlines()
+  dev.write_text("\n".join(lines[:61]) + "\n", encoding="utf-8")
+  cfg = glue_config.get_config("task=custom,size=tiny")
+  cfg.train_file = str(VOCAB_DIR / "sst2_train_sample.tsv")
+  cfg.dev_file = str(dev)
+  cfg.text_column = "sentence"
+  cfg.epochs, cfg.seeds, cfg.batch_size = 1, 2, 16
+  cfg.max_seq_length, cfg.max_train_examples = 32, 32
+  workdir = tmp_path / "run"
+  summary = run_finetuning.run(cfg, str(workdir), progress=False)
+  best = summary["best_seed"]
+  assert predict.resolve_model_dir(workdir) == str(workdir / f"seed_{best}" / "best")
+  seeds = sorted(int(d.name[5:]) for d in workdir.glob("seed_*"))
+  expected = {
+    name: summary["metrics"][name]["values"][seeds.index(best)] for name in ("accuracy", "macro_f1")
+  }
+  quiet = open(os.devnull, "w")
+  # No --text-column: the `sentence` column is the one finetune stored with the model.
+  got = predict.predict_file(
+    workdir, dev, tmp_path / "p.jsonl", evaluate=True, progress=False, log=quiet
+  )
+  exported = export.export_model(workdir, tmp_path / "exported")
+  got_export = predict.predict_file(
+    exported, dev, tmp_path / "q.jsonl", evaluate=True, progress=False, log=quiet
+  )
+  for metrics in (got["metrics"], got_export["metrics"]):
+    assert metrics["n"] == 60
+    for name, value in expected.items():
+      assert metrics[name] == pytest.approx(value, abs=1e-9), name
