@@ -628,6 +628,8 @@ def predict_file(
   out_dir = os.path.dirname(os.path.abspath(output_path))
   if not os.path.isdir(out_dir):
     raise ElectraError(f"the directory of --output {output_path} does not exist")
+  if os.path.isdir(output_path):
+    raise ElectraError(f"--output {output_path} is a directory: name a .jsonl file")
   input_format(input_path, fmt)  # fail on a bad name before loading the model
   if isinstance(model, serving.Predictor):
     predictor = model

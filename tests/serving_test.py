@@ -203,6 +203,12 @@ def test_on_error_stop_raises_one_line_and_writes_nothing(classifier, tmp_path):
     predict.predict_file(classifier, src, out, on_error="stop", progress=False)
   assert not out.exists()
   assert os.listdir(tmp_path) == ["in.tsv"]  # no temp file left behind
+  with pytest.raises(ElectraError, match="is a directory"):
+    predict.predict_file(classifier, src, tmp_path, progress=False)
+  with pytest.raises(ElectraError, match="does not exist"):
+    predict.predict_file(classifier, src, tmp_path / "no" / "out.jsonl", progress=False)
+  with pytest.raises(ElectraError, match="cannot tell the format"):
+    predict.predict_file(classifier, tmp_path / "in.xml", out, progress=False)
 
 
 def test_readers_tsv_csv_txt(tmp_path):
