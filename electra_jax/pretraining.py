@@ -41,6 +41,17 @@ the model one fine-tunes) and its MLM loss has weight 1 (the paper gives no
 other weight; `disc_weight` only scales the sigmoid loss). The paper does not
 say whether the generator keeps training in those ablations; here it does
 (same generator loss as `electra`).
+
+Usage (what a train loop does)::
+
+  model = build_rtd_model(disc_config, "electra", generator_hidden_size=0.25)
+  P = max_predictions_per_seq(0.15, 128)
+  objective = ObjectiveConfig(max_predictions=P, mask_id=vocab["[MASK]"],
+                              special_ids=(cls_id, sep_id, pad_id))
+  init_boxed = lambda rng: model.init(rng, *init_inputs(1, 128, P))["params"]
+  loss_fn = make_loss_fn(model, objective)  # (params, batch, rng, deterministic)
+  # export: discriminator_params(params), generator_params(params)
+  # init_from: combine_params(discriminator=..., generator=...)
 """
 
 from __future__ import annotations

@@ -222,8 +222,11 @@ def param_shardings(tree: PyTree, mesh: Mesh, rules: Rules) -> PyTree:
     one, tree, is_leaf=lambda x: isinstance(x, (nn.Partitioned, P))
   )
   if replaced:
+    more = f"; and {len(replaced) - 6} more" if len(replaced) > 6 else ""
     _log.warning(
-      "replicated along dimensions not divisible by their mesh axes: %s", "; ".join(replaced)
+      "replicated along dimensions not divisible by their mesh axes: %s%s",
+      "; ".join(replaced[:6]),
+      more,
     )
   return out
 
