@@ -70,6 +70,8 @@ def _setup(nan_at_step=None):
 def _run(workdir, total, stop_after=None, data=None, **kw):
   init_boxed, loss_fn, optimizer = _setup()
   data = data or SyntheticBatches()
+  if "mesh_shape" not in kw:  # one device unless a test asks for a mesh: fast on 2 cores
+    kw.update(mesh_shape={"data": 1}, devices=jax.devices()[:1])
   return train.train_loop(
     workdir=str(workdir),
     total_steps=total,
@@ -123,6 +125,8 @@ def test_nan_loss_stops_and_names_last_checkpoint(tmp_path):
 
   with pytest.raises(train.TrainingStopped, match=r"at step 5; last good checkpoint: step 3"):
     train.train_loop(
+      mesh_shape={"data": 1},
+      devices=jax.devices()[:1],
       workdir=str(tmp_path),
       total_steps=10,
       init_boxed_params=init_boxed,
@@ -141,6 +145,8 @@ def test_workdir_of_another_model_is_refused(tmp_path):
   init_boxed, loss_fn, optimizer = _setup()
   with pytest.raises(ElectraError, match="different model"):
     train.train_loop(
+      mesh_shape={"data": 1},
+      devices=jax.devices()[:1],
       workdir=str(tmp_path),
       total_steps=6,
       init_boxed_params=init_boxed,
@@ -153,11 +159,16 @@ def test_workdir_of_another_model_is_refused(tmp_path):
   assert sorted(os.listdir(tmp_path / "checkpoints")) == before
 
 
+@pytest.fixture(scope="module")
+def single_device_run(tmp_path_factory):
+  return _run(tmp_path_factory.mktemp("one"), 3)
+
+
 @pytest.mark.parametrize("rules", ["dp", "fsdp", "fsdp_tp"])
-def test_sharded_steps_match_single_device(tmp_path, rules):
+def test_sharded_steps_match_single_device(tmp_path, rules, single_device_run):
   if jax.device_count() < 8:
     pytest.skip("needs 8 (fake) devices: XLA_FLAGS=--xla_force_host_platform_device_count=8")
-  single = _run(tmp_path / "one", 3, mesh_shape={"data": 1}, devices=jax.devices()[:1])
+  single = single_device_run
   mesh = {
     "dp": {"data": 8},
     "fsdp": {"data": 2, "fsdp": 4},
