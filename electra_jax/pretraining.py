@@ -121,7 +121,8 @@ class ObjectiveConfig:
     mask_prob: fraction of real tokens to mask (0.15; 0.25 for large).
     max_predictions: prediction slots per sequence, `P`; use
       `max_predictions_per_seq(mask_prob, max_seq_length)`.
-    mask_id: the `[MASK]` token id.
+    mask_id: the `[MASK]` token id (default: BERT uncased vocab's, as are
+      the `special_ids` defaults; take both from the tokenizer).
     special_ids: ids never masked besides `[MASK]`: `(cls, sep, pad)`.
     replace_with_mask_prob: of the masked positions, the fraction set to
       `[MASK]` (0.85 official).
