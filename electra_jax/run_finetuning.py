@@ -165,6 +165,7 @@ def build(cfg, tokenizer, num_labels: int, seed: int):
   if cfg.init_from:
     if not os.path.exists(cfg.init_from):
       raise ElectraError(f"init_from {cfg.init_from} does not exist")
+    _check_init_head(cfg.init_from, num_labels)
     loaded, params = pretrained.from_pretrained(
       cfg.init_from, head=HEAD, num_labels=num_labels, seed=seed
     )
@@ -191,6 +192,36 @@ def build(cfg, tokenizer, num_labels: int, seed: int):
     )
   model = model_lib.build_model(config, HEAD, dtype=dtype, num_labels=num_labels)
   return model, params, config
+
+
+def _check_init_head(path: str, num_labels: int) -> None:
+  """Refuses a checkpoint whose task head does not fit this task.
+
+  Encoders, discriminators and generators are fine (a new head is
+  initialised); a classifier with another number of labels, or another task
+  head, almost always means the wrong `init_from`.
+  """
+  from electra_jax import convert, hf_files
+
+  if pretrained.is_checkpoint_dir(path):
+    meta = pretrained.read_checkpoint_meta(path)
+    head, kwargs = meta.get("head"), meta.get("head_kwargs") or {}
+  else:
+    hf_config = hf_files.read_hf_config(path)
+    head = convert.detect_head(hf_config)
+    kwargs = convert.head_kwargs_from_hf(hf_config, head)
+  if head in (None, "pretraining", "masked_lm"):
+    return
+  if head != HEAD:
+    raise ElectraError(
+      f"init_from {path} is a {head} model, not a sequence classifier; convert its encoder with "
+      "`electra-jax convert --head none` first if you mean to reuse it"
+    )
+  if int(kwargs.get("num_labels", 2)) != num_labels:
+    raise ElectraError(
+      f"init_from {path} classifies {kwargs.get('num_labels')} labels but this task has {num_labels}: "
+      "init from the pretrained discriminator instead"
+    )
 
 
 def make_loss_fn(model, num_labels: int, weights: np.ndarray | None):

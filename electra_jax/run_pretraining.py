@@ -197,10 +197,16 @@ def run(
   from electra_jax.input_pipeline.loader import PretrainingDataset
 
   num_hosts = jax.process_count()
-  if cfg.batch_size % num_hosts:
-    raise ElectraError(f"batch_size {cfg.batch_size} is not divisible by the {num_hosts} hosts")
+  accum = int(cfg.grad_accum_steps)
+  if accum < 1 or cfg.batch_size % (num_hosts * accum):
+    raise ElectraError(
+      f"batch_size {cfg.batch_size} must be divisible by hosts ({num_hosts}) × grad_accum_steps ({accum})"
+    )
+  # With gradient accumulation each loop step is one micro-batch of
+  # batch_size / grad_accum_steps examples; the optimizer steps every `accum`.
+  micro_batch = int(cfg.batch_size) // accum
   dataset = PretrainingDataset(
-    data_dir, cfg.batch_size // num_hosts, seed=int(cfg.seed), shuffle=bool(cfg.shuffle)
+    data_dir, micro_batch // num_hosts, seed=int(cfg.seed), shuffle=bool(cfg.shuffle)
   )
   dataset.check_compatible(
     tokenizer=tokenizer,
@@ -272,7 +278,7 @@ def run(
   data_iter = dataset.iterator()
   results = train.train_loop(
     workdir=workdir,
-    total_steps=int(cfg.total_steps),
+    total_steps=int(cfg.total_steps) * accum,
     init_boxed_params=init_boxed,
     loss_fn=pretraining.make_loss_fn(model, objective),
     optimizer=optimizer,
@@ -286,8 +292,8 @@ def run(
     async_checkpoints=bool(cfg.async_checkpoints),
     init_params=init_params,
     signature=signature,
-    tokens_per_batch=int(cfg.batch_size) * length,
-    learning_rate_fn=schedule,
+    tokens_per_batch=micro_batch * length,
+    learning_rate_fn=lambda step: schedule(step // accum),
     extra_results={
       "config": cfg.to_dict(),
       "data": data_dir,

@@ -127,7 +127,7 @@ def test_init_from_pretrained_checkpoint_and_head_mismatch(tmp_path):
     head_kwargs={"num_labels": 3},
   )
   cfg = _cfg("task=custom,size=tiny", train_file=train, epochs=1, init_from=str(src3))
-  with pytest.raises(ElectraError):
+  with pytest.raises(ElectraError, match="classifies 3 labels but this task has 2"):
     run_finetuning.run(cfg, str(tmp_path / "ft3"), progress=False)
 
 

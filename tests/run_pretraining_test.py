@@ -22,6 +22,7 @@ def _cfg(**overrides):
   base = {
     "data": SAMPLE,
     "total_steps": 6,
+    "warmup_steps": 1,
     "log_every": 2,
     "checkpoint_every": 3,
     "batch_size": 8,
@@ -179,6 +180,7 @@ def test_kill_9_between_checkpoints_then_resume_is_bitwise_exact(tmp_path):
     "--no-progress",
     f"--config.data={SAMPLE}",
     f"--config.total_steps={steps}",
+    "--config.warmup_steps=4",
     f"--config.checkpoint_every={every}",
     "--config.log_every=1",
     "--config.batch_size=8",
