@@ -482,8 +482,9 @@ def rtd_metrics(logits: Array, labels: Array, input_mask: Array) -> dict[str, Ar
 
   Returns:
     `discriminator_accuracy`, `replaced_precision` (right among tokens
-    predicted replaced; 0 if none is) and `replaced_recall` (found among
-    replaced tokens; 0 if none is).
+    predicted replaced; 0 if none is), `replaced_recall` (found among
+    replaced tokens; 0 if none is) and `replaced_fraction` (replaced share of
+    the real tokens; `1 - replaced_fraction` is the all-"original" baseline).
   """
   real = input_mask.astype(jnp.float32)
   # sign(logit) > 0, as the official `round((sign(logits) + 1) / 2)`.
@@ -494,6 +495,9 @@ def rtd_metrics(logits: Array, labels: Array, input_mask: Array) -> dict[str, Ar
     "discriminator_accuracy": _ratio(jnp.sum(correct * real), jnp.sum(real)),
     "replaced_precision": _ratio(jnp.sum(preds * labels_f * real), jnp.sum(preds * real)),
     "replaced_recall": _ratio(jnp.sum(preds * labels_f * real), jnp.sum(labels_f * real)),
+    # 1 - this is the accuracy of always answering "original": the baseline
+    # discriminator_accuracy has to beat.
+    "replaced_fraction": _ratio(jnp.sum(labels_f * real), jnp.sum(real)),
   }
 
 

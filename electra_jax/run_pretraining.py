@@ -116,6 +116,11 @@ def _load_init_from(cfg, model, init_boxed, disc_config, gen_config):
   from electra_jax import model as model_lib
   from electra_jax import pretrained
 
+  if cfg.objective == "all_tokens_mlm":
+    raise ElectraError(
+      "init_from is not supported for objective all_tokens_mlm (its copy head has no HF equivalent)"
+    )
+
   def load():
     disc_head = "masked_lm" if cfg.objective in ("replace_mlm",) else "pretraining"
     scratch = train.strip_boxes(jax.jit(init_boxed)(jax.random.PRNGKey(int(cfg.seed))))

@@ -255,6 +255,7 @@ def test_rtd_losses_and_metrics_match_numpy(objective):
     "discriminator_accuracy": ((preds == labels) * real).sum() / real.sum(),
     "replaced_precision": tp / (preds * real).sum() if (preds * real).sum() else 0.0,
     "replaced_recall": tp / (labels * real).sum() if (labels * real).sum() else 0.0,
+    "replaced_fraction": (labels * real).sum() / real.sum(),
     "sampled_replaced_fraction": ((fwd["sampled_ids"] != m.masked_ids) * w).sum() / w.sum(),
     "num_masked": w.sum(),
     "loss": gen_loss + 50.0 * disc_loss,
