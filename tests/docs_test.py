@@ -1,9 +1,12 @@
-"""docs/configs.md against the config files: every key, default and preset value.
+"""The docs against the code: config keys, defaults, presets, CLI flags and paths.
 
 The page is written by hand; these tests keep it honest. Each config key must
 have a row in its file's "Keys" table with the current default, no row may
 name a key the config lacks, and the preset tables must hold exactly what
-`get_config` returns for each size (and the epochs per task).
+`get_config` returns for each size (and the epochs per task). In the
+experiment docs, every `--config.KEY` must be a config key, every
+`electra-jax COMMAND --flag` a real command and flag of the CLI parser, and
+every repo file path must exist.
 """
 
 import ast
@@ -120,3 +123,81 @@ def test_glue_epochs_per_task_match():
   for row in table[1:]:
     cfg = _load("experiments/configs/glue.py", f"task={row[0].strip('`')}")
     assert _literal(row[1]) == cfg["epochs"], row
+
+
+# -- flags and paths named in the experiment docs ----------------------------------
+
+DOCS = (
+  "docs/configs.md",
+  "experiments/README.md",
+  "experiments/recipes/tpu_vm.md",
+  "experiments/results/README.md",
+)
+
+
+def _code_segments(text: str) -> list[str]:
+  """Fenced code blocks and inline code spans, shell line continuations joined."""
+  fenced = re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.M | re.S)
+  prose = re.sub(r"^```[^\n]*\n.*?^```", "", text, flags=re.M | re.S)
+  inline = re.findall(r"`([^`\n]+)`", prose)
+  return [re.sub(r"\\\n\s*", " ", s) for s in fenced + inline]
+
+
+def _all_config_keys() -> set[str]:
+  keys = set()
+  for path, default_arg, _ in CONFIGS.values():
+    keys |= set(_load(path, default_arg))
+  return keys
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_config_overrides_named_in_docs_exist(doc):
+  keys = _all_config_keys()
+  text = (REPO / doc).read_text(encoding="utf-8")
+  named = set(
+    re.findall(r"--config\.([a-z_][\w.]*[a-z0-9_])", text)
+  )  # KEY placeholders are upper case
+  assert named or doc == "docs/configs.md"
+  unknown = sorted(named - keys)
+  assert not unknown, f"{doc} names --config keys that neither config has: {unknown}"
+
+
+def _subcommands(parser) -> dict:
+  import argparse
+
+  for action in parser._actions:
+    if isinstance(action, argparse._SubParsersAction):
+      return dict(action.choices)
+  return {}
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_cli_flags_named_in_docs_exist(doc):
+  from electra_jax import cli
+
+  commands = _subcommands(cli.build_parser())
+  text = (REPO / doc).read_text(encoding="utf-8")
+  checked = 0
+  for segment in _code_segments(text):
+    for match in re.finditer(r"electra-jax ([a-z][\w-]*)(.*)", segment):
+      name, rest = match.group(1), match.group(2)
+      assert name in commands, f"{doc}: `electra-jax {name}` is not a command"
+      parser = commands[name]
+      nested = _subcommands(parser)
+      action = re.match(r"\s+([a-z][\w-]*)", rest)
+      if nested and action and action.group(1) in nested:
+        parser = nested[action.group(1)]
+      rest = re.split(r"electra-jax ", rest)[0]  # the next command on the line checks itself
+      flags = re.findall(r"(?<![\w-])(--[a-z][\w-]*)(?![\w.])", rest)
+      unknown = [f for f in flags if f not in parser._option_string_actions]
+      assert not unknown, f"{doc}: electra-jax {name} has no {unknown}"
+      checked += 1
+  assert checked or doc == "docs/configs.md", f"{doc}: no electra-jax command found"
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_repo_paths_named_in_docs_exist(doc):
+  text = (REPO / doc).read_text(encoding="utf-8")
+  pattern = r"(?<![\w/.])((?:electra_jax|experiments|docs|notebooks|tests)/[\w./-]*\.(?:py|md|txt|tsv|ipynb))"
+  missing = sorted({p for p in re.findall(pattern, text) if not (REPO / p).exists()})
+  assert not missing, f"{doc} names files that do not exist: {missing}"
