@@ -440,11 +440,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) 
     summary["test_predictions"] = _write_test_predictions(
       cfg, workdir, task, summary["best_seed"], feats, test_splits, label_list, regression
     )
-  if jax.process_index() == 0:
-    tmp = os.path.join(workdir, "results.json.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-      json.dump(summary, f, indent=2, default=str)
-    os.replace(tmp, os.path.join(workdir, "results.json"))
+  train.write_results(workdir, summary)
   return summary
 
 

@@ -15,7 +15,6 @@ to the shared loop in `train.py` and exports the result:
 from __future__ import annotations
 
 import glob
-import json
 import os
 import shutil
 
@@ -312,15 +311,8 @@ def run(
     results["exported"] = export_final(
       cfg, workdir, state.params, disc_config, gen_config, tokenizer, objective.objective
     )
-    _rewrite_results(workdir, results)
+    train.write_results(workdir, results)
   return results
-
-
-def _rewrite_results(workdir: str, results: dict) -> None:
-  tmp = os.path.join(workdir, "results.json.tmp")
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(results, f, indent=2, default=str)
-  os.replace(tmp, os.path.join(workdir, "results.json"))
 
 
 def export_final(cfg, workdir, params, disc_config, gen_config, tokenizer, objective) -> dict:

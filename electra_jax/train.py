@@ -400,13 +400,19 @@ def train_loop(
     "devices": [str(d) for d in jax.devices()],
     **(extra_results or {}),
   }
-  if jax.process_index() == 0:
-    tmp = os.path.join(workdir, "results.json.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-      json.dump(results, f, indent=2, default=str)
-    os.replace(tmp, os.path.join(workdir, "results.json"))
+  write_results(workdir, results)
   results["state"] = state
   return results
+
+
+def write_results(workdir: str, results: dict) -> None:
+  """Writes `WORKDIR/results.json` atomically (process 0 only)."""
+  if jax.process_index() != 0:
+    return
+  tmp = os.path.join(workdir, "results.json.tmp")
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(results, f, indent=2, default=str)
+  os.replace(tmp, os.path.join(workdir, "results.json"))
 
 
 def _run_eval(eval_fn, params, step, writer) -> dict:
