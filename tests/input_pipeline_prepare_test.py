@@ -260,3 +260,19 @@ def test_prepare_if_needed_reuses_or_refuses(tokenizer, tmp_path, monkeypatch):
     [SAMPLE], tokenizer, 32, out, seed=1, overwrite=True, num_workers=1, progress=False
   )
   assert rebuilt["seed"] == 1
+
+
+def test_prepared_data_carries_its_tokenizer(tmp_path, vocab_file):
+  from electra_jax import tokenization
+  from electra_jax.input_pipeline import prepare
+
+  corpus = tmp_path / "c.txt"
+  corpus.write_text(
+    "The first sentence is here. And a second one.\n\nAnother document follows.\n" * 20
+  )
+  out = tmp_path / "prepared"
+  manifest = prepare.prepare_pretraining_data(
+    [str(corpus)], str(vocab_file), 32, str(out), progress=False
+  )
+  tok = tokenization.load_tokenizer(str(out / "tokenizer"))
+  assert tok.fingerprint == manifest["tokenizer"]["fingerprint"]

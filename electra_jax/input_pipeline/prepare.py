@@ -5,6 +5,7 @@ and packs them with the official ELECTRA example builder, in parallel worker
 processes, and writes
 
   OUT/pretrain-00000-of-0000N.array_record ...   one record per example
+  OUT/tokenizer/                                 the tokenizer (load_tokenizer reads it)
   OUT/manifest.json                              what is in there (below)
 
 Work is cut into *units*: consecutive documents totalling at least
@@ -279,6 +280,9 @@ def prepare_pretraining_data(
       "prepare_seconds": round(elapsed, 3),
       "num_workers": num_workers,
     }
+    # The tokenizer travels with the data, so `pretrain` can use the data
+    # alone (its fingerprint is also in the manifest).
+    tokenizer.save(os.path.join(tmp, "tokenizer"))
     with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
       json.dump(manifest, f, indent=2)
     _publish(tmp, out_dir)

@@ -71,7 +71,8 @@ def get_config(arg=None):
   # text files / globs (comma separated) prepared on the fly into WORKDIR/data.
   c.data = ""
   # Tokenizer (vocab.txt, tokenizer dir, or SentencePiece model); empty means
-  # the one recorded with the prepared data, or the bundled BERT uncased vocab.
+  # the one saved in the prepared data (DATA/tokenizer), else init_from's,
+  # else the bundled BERT uncased vocab.
   c.tokenizer = ""
   c.max_seq_length = seq
   c.shuffle = True
