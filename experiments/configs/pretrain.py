@@ -10,7 +10,7 @@ import ml_collections
 
 # size: (embedding, hidden, layers, heads, intermediate, lr, batch, seq, steps, mask_prob, generator fraction)
 _SIZES = {
-  "tiny": (32, 64, 2, 2, 256, 1e-3, 16, 128, 300, 0.15, 0.25),
+  "tiny": (32, 64, 2, 2, 256, 5e-4, 16, 128, 300, 0.15, 0.25),
   "small": (128, 256, 12, 4, 1024, 5e-4, 128, 128, 1_000_000, 0.15, 0.25),
   "base": (768, 768, 12, 12, 3072, 2e-4, 256, 512, 766_000, 0.15, 1 / 3),
   "large": (1024, 1024, 24, 16, 4096, 2e-4, 2048, 512, 400_000, 0.25, 0.25),
