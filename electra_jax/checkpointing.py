@@ -27,6 +27,7 @@ class Checkpointer:
     self, directory: str, *, save_every: int, keep: int | None = 3, async_save: bool = True
   ):
     self.directory = os.path.abspath(directory)
+    self._save_every = max(1, int(save_every))
     options = ocp.CheckpointManagerOptions(
       save_interval_steps=max(1, int(save_every)),
       max_to_keep=keep,
@@ -44,7 +45,9 @@ class Checkpointer:
     return list(self._manager.all_steps())
 
   def should_save(self, step: int) -> bool:
-    return self._manager.should_save(step)
+    # Only on the interval: Orbax's default policy also saves the first step of
+    # a fresh run, an unasked-for full save right after step 1.
+    return step % self._save_every == 0
 
   def save(self, step: int, state: Any, data_state: dict | None, *, force: bool = False) -> bool:
     """Saves if `step` is on the save interval (or `force`). Returns whether it saved."""

@@ -180,6 +180,7 @@ def run(
   *,
   progress: bool = True,
   stop_after: int | None = None,
+  devices: list | None = None,
 ) -> dict:
   """Pretrains (or resumes) in `workdir` and exports the final models.
 
@@ -188,6 +189,8 @@ def run(
     workdir: output directory (resumed if it holds a checkpoint).
     progress: show a progress bar.
     stop_after: stop after this many steps of this invocation (tests).
+    devices: the devices the mesh is built from (default: all), e.g.
+      `jax.devices()[:1]` to compare against a sharded run in one process.
 
   Returns:
     The results dict written to `WORKDIR/results.json`.
@@ -305,6 +308,7 @@ def run(
     },
     progress=progress,
     stop_after=stop_after,
+    devices=devices,
   )
   state = results.pop("state")
   if results["stopped"] == "completed" and jax.process_index() == 0:

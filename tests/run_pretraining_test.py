@@ -208,3 +208,173 @@ def test_kill_9_between_checkpoints_then_resume_is_bitwise_exact(tmp_path):
     [*args, "--workdir", str(tmp_path / "killed")], check=True, env=env, capture_output=True
   )
   _assert_same_params(tmp_path / "full", tmp_path / "killed")
+
+
+def _cli_args(**overrides):
+  values = {
+    "data": SAMPLE,
+    "warmup_steps": 1,
+    "log_every": 1,
+    "batch_size": 8,
+    "max_seq_length": 64,
+    "async_checkpoints": False,
+    **overrides,
+  }
+  return [
+    sys.executable,
+    "-m",
+    "electra_jax.cli",
+    "pretrain",
+    "--config",
+    f"{CONFIG}:size=tiny",
+    "--no-progress",
+    *(f"--config.{k}={v}" for k, v in values.items()),
+  ]
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(tmp_path):
+  """TPU preemption: SIGTERM mid-run saves the current step and exits 0; a rerun resumes there."""
+  # checkpoint_every > total_steps: only the SIGTERM save can write a mid-run checkpoint.
+  args = [*_cli_args(total_steps=10_000, checkpoint_every=100_000), "--workdir", str(tmp_path)]
+  env = dict(os.environ, XLA_FLAGS="")
+  proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  metrics = tmp_path / "metrics.jsonl"
+  deadline = time.time() + 120
+  while time.time() < deadline and proc.poll() is None:
+    if metrics.exists() and sum(1 for _ in open(metrics)) >= 3:
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, proc.stderr.read().decode()
+  proc.send_signal(signal.SIGTERM)
+  t0 = time.time()
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == 0, err.decode()
+  assert time.time() - t0 < 30  # stops at the next step, not at the end of the run
+  results = json.load(open(tmp_path / "results.json"))
+  assert results["stopped"] == "SIGTERM"
+  stopped = results["step"]
+  assert 3 <= stopped < 10_000
+  rows = [json.loads(line) for line in open(metrics)]
+  assert rows[-1]["step"] == stopped  # log_every=1: every step up to the stop is logged
+  ckpts = [int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()]
+  assert ckpts == [stopped]
+  # The rerun (a short total so it finishes) picks up at stopped + 1.
+  rerun = _cli_args(total_steps=stopped + 2, checkpoint_every=100_000)
+  subprocess.run([*rerun, "--workdir", str(tmp_path)], check=True, env=env, capture_output=True)
+  rows = [json.loads(line) for line in open(metrics)]
+  assert [r["step"] for r in rows] == list(range(1, stopped + 3))
+  assert json.load(open(tmp_path / "results.json"))["stopped"] == "completed"
+
+
+@pytest.fixture(scope="module")
+def one_device_run(tmp_path_factory):
+  """3 steps of tiny pretraining on one device: the reference for the sharded runs."""
+  import jax
+
+  work = tmp_path_factory.mktemp("one_device")
+  cfg = _cfg(total_steps=3, log_every=1, checkpoint_every=3, **{"mesh.data": 1})
+  run_pretraining.run(cfg, str(work), progress=False, devices=jax.devices()[:1])
+  return work
+
+
+@pytest.mark.parametrize(
+  "mesh,rules",
+  [
+    ({"data": 8}, "dp"),
+    ({"data": 2, "fsdp": 4}, "fsdp"),
+    ({"data": 2, "fsdp": 2, "model": 2}, "fsdp_tp"),
+  ],
+)
+def test_sharded_pretraining_matches_one_device(tmp_path, one_device_run, mesh, rules):
+  """3 steps on 8 fake devices give one device's losses and params (fp32: rtol 1e-5, atol 1e-6)."""
+  import jax
+
+  import electra_jax
+
+  if jax.device_count() < 8:
+    pytest.skip("needs 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8 (conftest.py)")
+  overrides = {f"mesh.{k}": v for k, v in {"data": 1, "fsdp": 1, "model": 1, **mesh}.items()}
+  cfg = _cfg(total_steps=3, log_every=1, checkpoint_every=3, sharding_rules=rules, **overrides)
+  results = run_pretraining.run(cfg, str(tmp_path), progress=False)
+  assert len(results["devices"]) == 8
+  ref = [json.loads(line) for line in open(one_device_run / "metrics.jsonl")]
+  got = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert [r["step"] for r in got] == [r["step"] for r in ref] == [1, 2, 3]
+  np.testing.assert_allclose(
+    [r["loss"] for r in got], [r["loss"] for r in ref], rtol=1e-5, atol=1e-6
+  )
+  for name in ("discriminator", "generator"):
+    _, pa = electra_jax.from_pretrained(str(one_device_run / "final" / name))
+    _, pb = electra_jax.from_pretrained(str(tmp_path / "final" / name))
+    assert jax.tree.structure(pa) == jax.tree.structure(pb)
+    for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
+      np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def pretrained_tiny(tmp_path_factory):
+  """A tiny model pretrained for 2 steps (final/ and export/ for init_from)."""
+  work = tmp_path_factory.mktemp("pretrained_tiny")
+  run_pretraining.run(_cfg(total_steps=2, checkpoint_every=2), str(work), progress=False)
+  return work
+
+
+@pytest.mark.parametrize("source", ["final", "export"])
+def test_init_from_starts_from_the_loaded_params(tmp_path, pretrained_tiny, source):
+  """With learning_rate 0 one step leaves the params as loaded: the run started from them."""
+  import jax
+
+  import electra_jax
+
+  cfg = _cfg(
+    total_steps=1,
+    checkpoint_every=1,
+    learning_rate=0.0,
+    init_from=str(pretrained_tiny / source / "discriminator"),
+    init_from_generator=str(pretrained_tiny / source / "generator"),
+    seed=7,  # a different scratch init, so equal params can only come from init_from
+  )
+  run_pretraining.run(cfg, str(tmp_path), progress=False)
+  for name in ("discriminator", "generator"):
+    _, want = electra_jax.from_pretrained(str(pretrained_tiny / "final" / name))
+    _, got = electra_jax.from_pretrained(str(tmp_path / "final" / name))
+    assert jax.tree.structure(want) == jax.tree.structure(got)
+    for x, y in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+      np.testing.assert_array_equal(np.asarray(y), np.asarray(x))
+
+
+def test_init_from_a_different_model_is_a_one_line_error(tmp_path, pretrained_tiny):
+  cfg = _cfg(
+    total_steps=1,
+    init_from=str(pretrained_tiny / "final" / "discriminator"),
+    **{"model.hidden_size": 32},
+  )
+  with pytest.raises(ElectraError, match="hidden_size") as e:
+    run_pretraining.run(cfg, str(tmp_path), progress=False)
+  assert "\n" not in str(e.value)
+  assert not os.path.exists(tmp_path / "final")
+
+
+def test_scan_remat_bfloat16_switches_run_and_export(tmp_path):
+  """scan_layers + remat + bf16 compute: trains, and the export is per-layer and loads."""
+  import electra_jax
+
+  cfg = _cfg(
+    total_steps=2,
+    checkpoint_every=2,
+    scan_layers=True,
+    remat=True,
+    compute_dtype="bfloat16",
+  )
+  results = run_pretraining.run(cfg, str(tmp_path), progress=False)
+  assert results["stopped"] == "completed"
+  assert np.isfinite(results["final_metrics"]["loss"])
+  model, params = electra_jax.from_pretrained(str(tmp_path / "final" / "discriminator"))
+  ids = np.array([[2, 1996, 4937, 2003, 1012, 3]], np.int32)
+  assert np.asarray(model.apply({"params": params}, ids)).shape == ids.shape
+  transformers = pytest.importorskip("transformers")
+  pytest.importorskip("torch")
+  _, info = transformers.ElectraForPreTraining.from_pretrained(
+    str(tmp_path / "export" / "discriminator"), output_loading_info=True
+  )
+  assert not info["missing_keys"] and not info["unexpected_keys"]
