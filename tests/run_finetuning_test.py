@@ -168,3 +168,43 @@ def test_help(capsys):
   with pytest.raises(SystemExit):
     cli.main(["finetune", "--help"])
   assert "--seeds" in capsys.readouterr().out
+
+
+def test_finetune_from_a_hugging_face_directory(tmp_path):
+  """A HF `ElectraForPreTraining` directory (+ vocab.txt) initialises fine-tuning."""
+  import shutil
+
+  transformers = pytest.importorskip("transformers")
+  torch = pytest.importorskip("torch")
+  import electra_jax
+
+  torch.manual_seed(0)
+  hf_config = transformers.ElectraConfig(
+    vocab_size=30522,  # the bundled BERT uncased vocab
+    embedding_size=16,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+  )
+  src = tmp_path / "hf"
+  hf = transformers.ElectraForPreTraining(hf_config)
+  hf.save_pretrained(str(src))
+  shutil.copy(os.path.join(SAMPLE, "vocab.txt"), src / "vocab.txt")
+  rows = [(f"the movie was {w}", "pos" if w == "good" else "neg") for w in ["good", "bad"] * 24]
+  train = _custom(tmp_path, rows)
+  cfg = _cfg(
+    "task=custom,size=tiny", train_file=train, dev_file=train, epochs=1, init_from=str(src)
+  )
+  work = tmp_path / "ft"
+  summary = run_finetuning.run(cfg, str(work), progress=False)
+  assert 0.0 <= summary["metrics"]["accuracy"]["median"] <= 1.0
+  rows = [json.loads(line) for line in open(work / "seed_0" / "metrics.jsonl")]
+  losses = [r["loss"] for r in rows if "loss" in r]  # eval rows carry eval/* only
+  assert losses and all(np.isfinite(losses))
+  _, tuned = electra_jax.from_pretrained(str(work / "seed_0" / "best"))
+  # The encoder started from the HF weights: the word embeddings moved only a little.
+  hf_words = hf.electra.embeddings.word_embeddings.weight.detach().numpy()
+  ours = np.asarray(tuned["electra"]["embeddings"]["word_embeddings"]["embedding"])
+  assert ours.shape == hf_words.shape
+  assert np.abs(ours - hf_words).max() < 0.05
