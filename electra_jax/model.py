@@ -28,40 +28,6 @@ Dtype = Any
 ACTIVATION_AXES = ("activation_batch", "activation_length", "activation_embed")
 
 
-def use_unrolled_threefry_on_cpu() -> bool:
-  """Makes JAX's default PRNG (threefry) fast on CPU; the bits are unchanged.
-
-  On CPU, JAX lowers `threefry2x32` as a rolled 5-iteration `while` loop (to
-  keep compile times short). XLA cannot fuse across that loop, so every
-  dropout mask and the generator's Gumbel noise goes through full-size
-  buffers written and re-read each iteration: ~25 % of an ELECTRA-Small
-  pretraining step. The unrolled lowering (JAX's default on the other
-  platforms) computes the same bits in one fused elementwise loop, 10-30x
-  faster on CPU, at the cost of some compile time.
-
-  Uses a private JAX API; if that moved this is a no-op. Called on import.
-
-  Returns:
-    Whether the unrolled lowering is now registered for CPU.
-  """
-  try:
-    from jax._src.interpreters import mlir
-    from jax._src.random import threefry2x32
-
-    mlir.register_lowering(
-      threefry2x32.threefry2x32_p,
-      threefry2x32._threefry2x32_lowering_rule,
-      platform="cpu",
-      inline=False,
-    )
-  except (ImportError, AttributeError, TypeError):  # JAX internals moved: keep the default
-    return False
-  return True
-
-
-use_unrolled_threefry_on_cpu()
-
-
 def activation_fn(name: str):
   """HF `ACT2FN` semantics. `gelu` is the exact erf GELU (not jax's default tanh)."""
   if name == "gelu":
