@@ -486,7 +486,7 @@ def _add_quickstart(sub):
     "--workdir", required=True, help="output directory (pretrain/, finetune/, predictions.jsonl)"
   )
   p.add_argument("--pretrain-steps", type=int, default=300, help="pretraining steps (default 300)")
-  p.add_argument("--finetune-epochs", type=int, default=2, help="fine-tuning epochs (default 2)")
+  p.add_argument("--finetune-epochs", type=int, default=4, help="fine-tuning epochs (default 4)")
   p.add_argument("--no-progress", action="store_true", help="no progress bars")
   p.set_defaults(func=_run_quickstart)
 
