@@ -174,6 +174,22 @@ def _check_config(loaded: ElectraConfig, wanted: ElectraConfig, path: str) -> No
     raise ElectraError(f"init_from {path} does not match config.model: {'; '.join(diff)}")
 
 
+def make_optimizer(cfg: ml_collections.ConfigDict):
+  """The pretraining optax chain from the config's optimisation keys."""
+  return optim.make_optimizer(
+    learning_rate=float(cfg.learning_rate),
+    total_steps=int(cfg.total_steps),
+    warmup_steps=int(cfg.warmup_steps),
+    weight_decay=float(cfg.weight_decay),
+    b1=float(cfg.adam_b1),
+    b2=float(cfg.adam_b2),
+    eps=float(cfg.adam_eps),
+    clip_norm=float(cfg.clip_norm),
+    official_adam=bool(cfg.official_adam),
+    grad_accum_steps=int(cfg.grad_accum_steps),
+  )
+
+
 def run(
   cfg: ml_collections.ConfigDict,
   workdir: str,
@@ -251,18 +267,7 @@ def run(
   def init_boxed(rng):
     return model.init(rng, *pretraining.init_inputs(1, length, max_predictions))["params"]
 
-  optimizer = optim.make_optimizer(
-    learning_rate=float(cfg.learning_rate),
-    total_steps=int(cfg.total_steps),
-    warmup_steps=int(cfg.warmup_steps),
-    weight_decay=float(cfg.weight_decay),
-    b1=float(cfg.adam_b1),
-    b2=float(cfg.adam_b2),
-    eps=float(cfg.adam_eps),
-    clip_norm=float(cfg.clip_norm),
-    official_adam=bool(cfg.official_adam),
-    grad_accum_steps=int(cfg.grad_accum_steps),
-  )
+  optimizer = make_optimizer(cfg)
   schedule = optim.make_schedule(
     float(cfg.learning_rate), int(cfg.warmup_steps), int(cfg.total_steps)
   )

@@ -150,7 +150,7 @@ def main(argv=None) -> dict:
   import numpy as np
   import optax
 
-  from electra_jax import experiment, optim, pretraining, run_pretraining, train
+  from electra_jax import experiment, pretraining, run_pretraining, train
   from electra_jax.config import ElectraConfig
 
   cfg = experiment.load_config(args.config, args.overrides)
@@ -179,18 +179,7 @@ def main(argv=None) -> dict:
     scan_layers=bool(cfg.scan_layers),
     remat=bool(cfg.remat),
   )
-  optimizer = optim.make_optimizer(
-    learning_rate=float(cfg.learning_rate),
-    total_steps=int(cfg.total_steps),
-    warmup_steps=int(cfg.warmup_steps),
-    weight_decay=float(cfg.weight_decay),
-    b1=float(cfg.adam_b1),
-    b2=float(cfg.adam_b2),
-    eps=float(cfg.adam_eps),
-    clip_norm=float(cfg.clip_norm),
-    official_adam=bool(cfg.official_adam),
-    grad_accum_steps=int(cfg.grad_accum_steps),
-  )
+  optimizer = run_pretraining.make_optimizer(cfg)
 
   init_rng, state_rng = jax.random.split(jax.random.PRNGKey(args.seed))
 
