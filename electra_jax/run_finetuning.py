@@ -29,7 +29,7 @@ from electra_jax import model as model_lib
 from electra_jax import optim, pretrained, train
 from electra_jax.config import ElectraConfig
 from electra_jax.errors import ElectraError
-from electra_jax.run_pretraining import BUNDLED_VOCAB, compute_dtype
+from electra_jax.run_pretraining import compute_dtype, resolve_tokenizer
 
 HEAD = "sequence_classification"
 DEFAULT_GLUE_DIR = os.path.join(
@@ -141,19 +141,6 @@ def load_task_data(cfg: ml_collections.ConfigDict):
         print(f"no test predictions for {split}: {e}", flush=True)
   labels = None if task.is_regression else list(task.label_list)
   return task, labels, splits, list(task.dev_splits), tests
-
-
-def resolve_tokenizer(cfg):
-  from electra_jax import tokenization
-
-  if cfg.tokenizer:
-    return tokenization.load_tokenizer(cfg.tokenizer)
-  if cfg.init_from:
-    try:
-      return tokenization.load_tokenizer(cfg.init_from)
-    except ElectraError:
-      pass
-  return tokenization.load_tokenizer(BUNDLED_VOCAB)
 
 
 # -- model ------------------------------------------------------------------------

@@ -77,12 +77,15 @@ def resolve_data(cfg: ml_collections.ConfigDict, workdir: str, tokenizer) -> str
 
 
 def resolve_tokenizer(cfg: ml_collections.ConfigDict):
-  """The configured tokenizer, else the prepared data's, else the bundled BERT vocab."""
+  """The configured tokenizer, else the prepared data's, else init_from's, else the bundled BERT vocab.
+
+  Shared by pretraining and fine-tuning (whose configs have no `data` key).
+  """
   from electra_jax import tokenization
 
   path = str(cfg.tokenizer or "")
   if not path:
-    data = str(cfg.data or "")
+    data = str(cfg.get("data") or "")
     if data and os.path.isdir(data) and os.path.isdir(os.path.join(data, "tokenizer")):
       path = os.path.join(data, "tokenizer")
     elif cfg.init_from and os.path.isdir(cfg.init_from):
@@ -110,7 +113,7 @@ def model_configs(cfg: ml_collections.ConfigDict, tokenizer) -> ElectraConfig:
   return disc
 
 
-def _load_init_from(cfg, model, init_boxed, disc_config, gen_config):
+def _load_init_from(cfg, init_boxed, disc_config, gen_config):
   """`() -> params` for `init_from` (converted discriminator, optional generator)."""
   from electra_jax import model as model_lib
   from electra_jax import pretrained
@@ -241,7 +244,6 @@ def run(
   max_predictions = int(cfg.max_predictions_per_seq) or pretraining.max_predictions_per_seq(
     float(cfg.mask_prob), int(cfg.max_seq_length)
   )
-  special = tokenizer.special_ids
   objective = pretraining.ObjectiveConfig(
     objective=str(cfg.objective),
     mask_prob=float(cfg.mask_prob),
@@ -252,7 +254,6 @@ def run(
     disc_weight=float(cfg.disc_weight),
     temperature=float(cfg.temperature),
   )
-  del special
   model = pretraining.build_rtd_model(
     disc_config,
     objective=objective.objective,
@@ -284,9 +285,7 @@ def run(
       "grad_accum_steps": int(cfg.grad_accum_steps),
     },
   }
-  init_params = (
-    _load_init_from(cfg, model, init_boxed, disc_config, gen_config) if cfg.init_from else None
-  )
+  init_params = _load_init_from(cfg, init_boxed, disc_config, gen_config) if cfg.init_from else None
   data_iter = dataset.iterator()
   results = train.train_loop(
     workdir=workdir,

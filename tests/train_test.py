@@ -116,7 +116,7 @@ def test_loss_falls(tmp_path):
 def test_nan_loss_stops_and_names_last_checkpoint(tmp_path):
   init_boxed, loss_fn, optimizer = _setup(nan_at_step=True)
 
-  class PoisonAt4(SyntheticBatches):
+  class PoisonAt5(SyntheticBatches):
     def __next__(self):
       batch = super().__next__()
       if self.position == 5:  # the 5th batch: step 5
@@ -132,7 +132,7 @@ def test_nan_loss_stops_and_names_last_checkpoint(tmp_path):
       init_boxed_params=init_boxed,
       loss_fn=loss_fn,
       optimizer=optimizer,
-      data_iter=PoisonAt4(),
+      data_iter=PoisonAt5(),
       checkpoint_every=3,
       async_checkpoints=False,
       progress=False,
