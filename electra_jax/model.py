@@ -14,6 +14,7 @@ at block boundaries with `activation_*` names.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -28,10 +29,20 @@ Dtype = Any
 ACTIVATION_AXES = ("activation_batch", "activation_length", "activation_embed")
 
 
+def gelu_erf(x: Array) -> Array:
+  """Exact GELU written as HF/PyTorch write it: x/2 * (1 + erf(x/sqrt(2))).
+
+  `jax.nn.gelu(approximate=False)` computes the same function through `erfc`,
+  which XLA:CPU lowers to a much slower kernel (2.5x on the forward pass); the
+  two agree to float32 rounding (within 1.4e-6 of `torch.nn.functional.gelu`).
+  """
+  return 0.5 * x * (1.0 + jax.lax.erf(x * jnp.asarray(1.0 / math.sqrt(2.0), x.dtype)))
+
+
 def activation_fn(name: str):
   """HF `ACT2FN` semantics. `gelu` is the exact erf GELU (not jax's default tanh)."""
   if name == "gelu":
-    return functools.partial(jax.nn.gelu, approximate=False)
+    return gelu_erf
   if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
     return functools.partial(jax.nn.gelu, approximate=True)
   if name == "relu":
@@ -41,6 +52,61 @@ def activation_fn(name: str):
   if name == "tanh":
     return jnp.tanh
   raise ValueError(f"unsupported activation {name!r}")
+
+
+@jax.custom_vjp
+def _dense_matmul(x: Array, kernel: Array) -> Array:
+  """`x @ kernel` over the last axis of `x`, with a backward pass laid out for XLA:CPU.
+
+  The forward pass is the plain `dot_general` `nn.Dense` would run. In the
+  backward pass XLA:CPU turns the kernel gradient `x^T @ g` (a contraction over
+  the batch and length axes) into a dot with both operands transposed, which
+  runs on its slow generic path (~50 GFLOP/s on one core, vs ~170 GFLOP/s for a
+  plain matmul). Here the smaller of `x` and `g` is transposed explicitly and
+  `optimization_barrier` keeps XLA from folding the transpose back, so the dot
+  is a plain row-major matmul. On ELECTRA-Small this makes the pretraining step
+  ~15 % faster on CPU; the result is the same product (summed in another order).
+  """
+  return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+def _dense_matmul_fwd(x, kernel):
+  return _dense_matmul(x, kernel), (x, kernel)
+
+
+def _dense_matmul_bwd(residuals, g):
+  x, kernel = residuals
+  dx = jax.lax.dot_general(g, kernel, (((g.ndim - 1,), (1,)), ((), ())))
+  x2 = x.reshape(-1, x.shape[-1])
+  g2 = g.reshape(-1, g.shape[-1])
+  barrier = jax.lax.optimization_barrier
+  if x2.shape[1] <= g2.shape[1]:
+    dk = barrier(x2.T) @ g2
+  else:  # transpose the smaller operand, and the (small) result
+    dk = barrier(barrier(g2.T) @ x2).T
+  return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+_dense_matmul.defvjp(_dense_matmul_fwd, _dense_matmul_bwd)
+
+
+def dense_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+  """`lax.dot_general` for `nn.Dense`, routing its standard contraction to `_dense_matmul`."""
+  (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
+  standard = (
+    tuple(lhs_contract) == (lhs.ndim - 1,)
+    and tuple(rhs_contract) == (0,)
+    and not lhs_batch
+    and not rhs_batch
+    and rhs.ndim == 2
+    and precision is None
+    and preferred_element_type is None
+  )
+  if standard:
+    return _dense_matmul(lhs, rhs)
+  return jax.lax.dot_general(
+    lhs, rhs, dimension_numbers, precision=precision, preferred_element_type=preferred_element_type
+  )
 
 
 def _dense(
@@ -59,6 +125,7 @@ def _dense(
       nn.initializers.normal(config.initializer_range), axes
     ),
     bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axes[1],)),
+    dot_general=dense_dot_general,
     name=name,
   )
 
