@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from electra_jax import xla_env
 from electra_jax.errors import ElectraError
 
 _CONVERT_HEADS = (
@@ -521,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+  xla_env.set_default_xla_flags()  # before anything starts JAX
   parser = build_parser()
   args, extra = parser.parse_known_args(argv)
   if getattr(args, "accepts_config_overrides", False):

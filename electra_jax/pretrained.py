@@ -51,6 +51,28 @@ def is_checkpoint_dir(path: str | os.PathLike) -> bool:
   return os.path.isfile(os.path.join(os.fspath(path), CHECKPOINT_FILE))
 
 
+def _this_process_checkpointer():
+  """An Orbax PyTree checkpointer whose saves and restores involve this process only.
+
+  electra-jax checkpoints hold host numpy arrays. In a multi-host run process 0
+  alone writes them (after gathering the params) and reads them back for the
+  HF export, while `init_from` has every process read them on its own; Orbax's
+  default checkpointer would wait at barriers for processes that never come.
+  """
+  import jax
+  import orbax.checkpoint as ocp
+
+  if jax.process_count() == 1:
+    return ocp.PyTreeCheckpointer()
+  me = jax.process_index()
+  options = ocp.options.MultiprocessingOptions(
+    primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"save_pretrained_{me}"
+  )
+  return ocp.Checkpointer(
+    ocp.PyTreeCheckpointHandler(multiprocessing_options=options), multiprocessing_options=options
+  )
+
+
 def save_pretrained(
   path: str | os.PathLike,
   config: ElectraConfig,
@@ -80,7 +102,6 @@ def save_pretrained(
     ElectraError: the params do not fit the config/head, or `path` is taken.
   """
   import jax
-  import orbax.checkpoint as ocp
 
   head_kwargs = dict(head_kwargs or {})
   extra = dict(extra or {})
@@ -107,7 +128,7 @@ def save_pretrained(
   except TypeError as e:
     raise ElectraError(f"head_kwargs / extra must be JSON-serialisable: {e}") from None
   with hf_files.staged_dir(out) as tmp:
-    ocp.PyTreeCheckpointer().save(os.path.join(tmp, PARAMS_DIR), host)
+    _this_process_checkpointer().save(os.path.join(tmp, PARAMS_DIR), host)
     if tokenizer_dir is not None and os.path.isdir(tokenizer_dir):
       hf_files.copy_tokenizer_files(tokenizer_dir, tmp)
     # Written last: its presence marks a complete checkpoint.
@@ -154,7 +175,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
   params_dir = os.path.join(path, PARAMS_DIR)
   if not os.path.isdir(params_dir):
     raise ElectraError(f"{path} has no {PARAMS_DIR}/ directory: the checkpoint is incomplete")
-  checkpointer = ocp.PyTreeCheckpointer()
+  checkpointer = _this_process_checkpointer()
   try:
     tree = checkpointer.metadata(params_dir).item_metadata.tree
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)

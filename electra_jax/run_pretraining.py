@@ -315,11 +315,18 @@ def run(
     devices=devices,
   )
   state = results.pop("state")
-  if results["stopped"] == "completed" and jax.process_index() == 0:
-    results["exported"] = export_final(
-      cfg, workdir, state.params, disc_config, gen_config, tokenizer, objective.objective
-    )
-    train.write_results(workdir, results)
+  if results["stopped"] == "completed":
+    params = state.params
+    if jax.process_count() > 1:
+      # Every process takes part in the gather; only process 0 writes.
+      from jax.experimental import multihost_utils
+
+      params = multihost_utils.process_allgather(params, tiled=True)
+    if jax.process_index() == 0:
+      results["exported"] = export_final(
+        cfg, workdir, params, disc_config, gen_config, tokenizer, objective.objective
+      )
+      train.write_results(workdir, results)
   return results
 
 

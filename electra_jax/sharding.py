@@ -297,11 +297,13 @@ def maybe_initialize_distributed(cfg: Mapping[str, Any] | Any | None = None) -> 
     return False
   if jax.distributed.is_initialized():
     return True
-  kwargs = {
-    k: get(k)
-    for k in ("coordinator_address", "num_processes", "process_id", "local_device_ids")
-    if get(k) is not None
-  }
+  # None, and the pretraining config's defaults ("", 0, -1), mean "let JAX detect it".
+  unset = {"coordinator_address": "", "num_processes": 0, "process_id": -1}
+  kwargs = {}
+  for key in ("coordinator_address", "num_processes", "process_id", "local_device_ids"):
+    value = get(key)
+    if value is not None and value != unset.get(key):
+      kwargs[key] = value
   try:
     jax.distributed.initialize(**kwargs)
   except (RuntimeError, ValueError) as e:

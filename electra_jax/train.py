@@ -93,6 +93,8 @@ def check_workdir_signature(workdir: str, signature: dict) -> None:
         "use a new --workdir or the original config"
       )
     return
+  if jax.process_index() != 0:  # one writer on a shared workdir (multi-host)
+    return
   os.makedirs(workdir, exist_ok=True)
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:

@@ -194,3 +194,9 @@ def test_maybe_initialize_distributed(monkeypatch):
   monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
   assert sharding.maybe_initialize_distributed({"distributed": True}) is True
   assert calls[-1] == {}
+  # The pretraining config's defaults mean "detect": nothing is passed on.
+  defaults = {"distributed": True, "coordinator_address": "", "num_processes": 0, "process_id": -1}
+  assert sharding.maybe_initialize_distributed(defaults) is True
+  assert calls[-1] == {}
+  assert sharding.maybe_initialize_distributed({**defaults, "process_id": 0}) is True
+  assert calls[-1] == {"process_id": 0}

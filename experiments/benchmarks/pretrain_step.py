@@ -73,6 +73,11 @@ def parse_args(argv=None):
     default="",
     help="appended to XLA_FLAGS before jax is imported (e.g. '--xla_cpu_use_thunk_runtime=false')",
   )
+  parser.add_argument(
+    "--no-default-xla-flags",
+    action="store_true",
+    help="do not add electra_jax.xla_env.DEFAULT_CPU_FLAGS (the CLI adds them)",
+  )
   parser.add_argument("--json", default="", help="also write the report to this JSON file")
   args, rest = parser.parse_known_args(argv)
   bad = [a for a in rest if not a.startswith("--config.")]
@@ -140,9 +145,13 @@ def synthetic_batch(rng, batch_size: int, length: int, vocab_size: int) -> dict:
 
 def main(argv=None) -> dict:
   args = parse_args(argv)
+  sys.path.insert(0, str(REPO))
+  from electra_jax import xla_env
+
   if args.xla_flags:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
-  sys.path.insert(0, str(REPO))
+  if not args.no_default_xla_flags:
+    xla_env.set_default_xla_flags()  # what `electra-jax pretrain` runs with
 
   import flax
   import jax

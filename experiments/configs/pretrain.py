@@ -105,6 +105,12 @@ def get_config(arg=None):
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
   c.sharding_rules = "dp"
   c.distributed = False  # call jax.distributed.initialize() (multi-host TPU pods)
+  # Only needed outside auto-detected clusters (Cloud TPU, SLURM, Open MPI):
+  # "host:port" of process 0, the number of processes, and this process's id.
+  # Empty / 0 / -1 leave them to JAX's detection (or JAX_COORDINATOR_ADDRESS).
+  c.coordinator_address = ""
+  c.num_processes = 0
+  c.process_id = -1
 
   c.compute_dtype = "float32"  # or bfloat16 (params and optimizer state stay float32)
   c.remat = False
