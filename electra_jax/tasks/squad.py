@@ -15,8 +15,13 @@ Empty answers are scored as `evaluate-v2.0.py` does (F1 1 when both are
 empty); v1.1's script differs only there, and v1.1 gold answers are never
 empty after normalisation.
 
-Not here yet: tokenised features with a document stride, span post-processing
-(n-best, max answer length, the no-answer threshold) and the fine-tuning job.
+`featurize` turns examples into fixed-length `[CLS] question [SEP] context
+window [SEP]` features with a document stride, as the official BERT/ELECTRA
+`run_squad` code does, and `postprocess` maps per-token start/end logits back
+to answer text (n-best spans, maximum answer length, the "max context" rule,
+and for 2.0 the no-answer score against a threshold).
+
+Not here yet: the fine-tuning job (`finetune` task) and its evaluation loop.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import re
 import string
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
+
+import numpy as np
 
 from electra_jax.errors import ElectraError
 
@@ -186,3 +193,189 @@ def squad_metrics(
       out[group + "f1"] = 100.0 * sums[group + "f1"] / counts[group]
       out[group + "total"] = float(counts[group])
   return out
+
+
+# --- Features (document stride) ---------------------------------------------------
+
+
+class SquadFeatures(NamedTuple):
+  """Model inputs for every window of every example, and what maps them back.
+
+  Arrays have one row per feature: `input_ids`, `attention_mask`,
+  `token_type_ids` (all (F, L) int32), `start_positions` / `end_positions` (F,)
+  int32 token indices of the first gold answer, 0 ([CLS]) when the window does
+  not contain it or the question has no answer. `example_index[f]` is the
+  example the feature came from; `offsets[f][t]` is the (start, end) character
+  span of token t in the context, None outside the context; `max_context[f][t]`
+  says whether this window gives token t its most central position.
+  """
+
+  input_ids: np.ndarray
+  attention_mask: np.ndarray
+  token_type_ids: np.ndarray
+  start_positions: np.ndarray
+  end_positions: np.ndarray
+  example_index: np.ndarray
+  offsets: list[list[tuple[int, int] | None]]
+  max_context: list[list[bool]]
+
+
+def _encode_text(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+  enc = tokenizer.encode(text)
+  return enc.ids[1:-1], [tuple(o) for o in enc.offsets[1:-1]]
+
+
+def featurize(
+  examples: Sequence[SquadExample],
+  tokenizer,
+  max_seq_length: int = 384,
+  doc_stride: int = 128,
+  max_query_length: int = 64,
+) -> SquadFeatures:
+  """Splits each example's context into overlapping windows of tokens.
+
+  The question is cut to `max_query_length` tokens; each window holds up to
+  `max_seq_length - len(question) - 3` context tokens and starts `doc_stride`
+  tokens after the previous one (the last window reaches the end).
+
+  Raises:
+    ElectraError: the lengths leave no room for context tokens.
+  """
+  if doc_stride < 1 or max_query_length < 1:
+    raise ElectraError("doc_stride and max_query_length must be >= 1")
+  if max_seq_length - max_query_length - 3 < 1:
+    raise ElectraError(
+      f"max_seq_length {max_seq_length} leaves no room for context after a "
+      f"{max_query_length}-token question: raise it or lower max_query_length"
+    )
+  cls_id, sep_id, pad_id = tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id
+  rows = collections.defaultdict(list)
+  offsets_out, max_context_out = [], []
+  for index, ex in enumerate(examples):
+    q_ids, _ = _encode_text(tokenizer, ex.question)
+    q_ids = q_ids[:max_query_length]
+    c_ids, c_offsets = _encode_text(tokenizer, ex.context)
+    budget = max_seq_length - len(q_ids) - 3
+    # The first gold answer as a token span (the official code trains on it).
+    answer = None
+    if ex.answers and not ex.is_impossible:
+      text, char_start = ex.answers[0]
+      char_end = char_start + len(text)
+      inside = [i for i, (a, b) in enumerate(c_offsets) if a < char_end and b > char_start]
+      if inside:
+        answer = (inside[0], inside[-1])
+    windows = []  # (first context token, length): the official sliding-window loop
+    w_start = 0
+    while True:
+      w_len = min(len(c_ids) - w_start, budget)
+      windows.append((w_start, w_len))
+      if w_start + w_len >= len(c_ids):
+        break
+      w_start += min(w_len, doc_stride)
+    for w_start, w_len in windows:
+      ids = [cls_id, *q_ids, sep_id, *c_ids[w_start : w_start + w_len], sep_id]
+      context_at = len(q_ids) + 2
+      types = [0] * context_at + [1] * (w_len + 1)
+      offs: list[tuple[int, int] | None] = [None] * len(ids)
+      maxc = [False] * len(ids)
+      for t in range(w_len):
+        token = w_start + t
+        offs[context_at + t] = c_offsets[token]
+        maxc[context_at + t] = _is_max_context(windows, w_start, token)
+      start = end = 0
+      if answer is not None and w_start <= answer[0] and answer[1] < w_start + w_len:
+        start, end = answer[0] - w_start + context_at, answer[1] - w_start + context_at
+      pad = max_seq_length - len(ids)
+      rows["input_ids"].append(ids + [pad_id] * pad)
+      rows["attention_mask"].append([1] * len(ids) + [0] * pad)
+      rows["token_type_ids"].append(types + [0] * pad)
+      rows["start_positions"].append(start)
+      rows["end_positions"].append(end)
+      rows["example_index"].append(index)
+      offsets_out.append(offs + [None] * pad)
+      max_context_out.append(maxc + [False] * pad)
+  arrays = {
+    k: np.asarray(v, np.int32).reshape(-1, max_seq_length)
+    if k in _TOKEN_ARRAYS
+    else np.asarray(v, np.int32)
+    for k, v in rows.items()
+  }
+  if not offsets_out:
+    raise ElectraError("no SQuAD examples to featurize")
+  return SquadFeatures(**arrays, offsets=offsets_out, max_context=max_context_out)
+
+
+_TOKEN_ARRAYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _is_max_context(windows: Sequence[tuple[int, int]], here: int, token: int) -> bool:
+  """The official rule: the window where `token` has the most context on its shorter side wins."""
+  best, best_score = None, None
+  for start, length in windows:
+    if not start <= token < start + length:
+      continue
+    left, right = token - start, start + length - 1 - token
+    score = min(left, right) + 0.01 * length
+    if best_score is None or score > best_score:
+      best, best_score = start, score
+  return best == here
+
+
+# --- Post-processing --------------------------------------------------------------
+
+
+def postprocess(
+  examples: Sequence[SquadExample],
+  features: SquadFeatures,
+  start_logits: np.ndarray,
+  end_logits: np.ndarray,
+  *,
+  n_best: int = 20,
+  max_answer_length: int = 30,
+  null_threshold: float | None = None,
+) -> dict[str, str]:
+  """Answer text per question id from (F, L) start/end logits.
+
+  For each example the best span over all its features is kept: both ends in
+  the context, start <= end, at most `max_answer_length` tokens, and the start
+  token in its max-context window; among the `n_best` highest start and end
+  logits of each feature, the highest start + end logit wins. The text is the
+  context slice between the span's character offsets. With `null_threshold`
+  (SQuAD 2.0) the answer is "" when the lowest [CLS] score over the features
+  minus the best span's score exceeds the threshold.
+  """
+  start_logits = np.asarray(start_logits)
+  end_logits = np.asarray(end_logits)
+  if start_logits.shape != features.input_ids.shape or end_logits.shape != start_logits.shape:
+    raise ElectraError(
+      f"logits of shape {start_logits.shape} / {end_logits.shape} do not match the features' "
+      f"{features.input_ids.shape}"
+    )
+  by_example = collections.defaultdict(list)
+  for f, index in enumerate(features.example_index):
+    by_example[int(index)].append(f)
+  answers = {}
+  for index, ex in enumerate(examples):
+    best_score, best_text = None, ""
+    null_score = None
+    for f in by_example.get(index, []):
+      s_log, e_log = start_logits[f], end_logits[f]
+      offs, maxc = features.offsets[f], features.max_context[f]
+      cls = float(s_log[0] + e_log[0])
+      null_score = cls if null_score is None else min(null_score, cls)
+      top_s = np.argsort(-s_log)[:n_best]
+      top_e = np.argsort(-e_log)[:n_best]
+      for s in top_s:
+        if offs[s] is None or not maxc[s]:
+          continue
+        for e in top_e:
+          if offs[e] is None or e < s or e - s + 1 > max_answer_length:
+            continue
+          score = float(s_log[s] + e_log[e])
+          if best_score is None or score > best_score:
+            best_score, best_text = score, ex.context[offs[s][0] : offs[e][1]]
+    if null_threshold is not None and null_score is not None:
+      if best_score is None or null_score - best_score > null_threshold:
+        best_text = ""
+    answers[ex.qas_id] = best_text
+  return answers
