@@ -177,6 +177,46 @@ def _check_config(loaded: ElectraConfig, wanted: ElectraConfig, path: str) -> No
     raise ElectraError(f"init_from {path} does not match config.model: {'; '.join(diff)}")
 
 
+def make_objective(
+  cfg: ml_collections.ConfigDict,
+  *,
+  mask_id: int,
+  special_ids: tuple[int, ...],
+  length: int | None = None,
+) -> pretraining.ObjectiveConfig:
+  """The objective from the config's keys, for sequences of `length` (default max_seq_length)."""
+  length = int(cfg.max_seq_length) if length is None else length
+  max_predictions = int(cfg.max_predictions_per_seq) or pretraining.max_predictions_per_seq(
+    float(cfg.mask_prob), length
+  )
+  return pretraining.ObjectiveConfig(
+    objective=str(cfg.objective),
+    mask_prob=float(cfg.mask_prob),
+    max_predictions=max_predictions,
+    mask_id=mask_id,
+    special_ids=tuple(special_ids),
+    gen_weight=float(cfg.gen_weight),
+    disc_weight=float(cfg.disc_weight),
+    temperature=float(cfg.temperature),
+  )
+
+
+def make_rtd_model(
+  cfg: ml_collections.ConfigDict,
+  disc_config: ElectraConfig,
+  objective: pretraining.ObjectiveConfig,
+):
+  """Generator + discriminator (`pretraining.build_rtd_model`) as the config asks."""
+  return pretraining.build_rtd_model(
+    disc_config,
+    objective=objective.objective,
+    generator_hidden_size=float(cfg.generator_hidden_size),
+    dtype=compute_dtype(cfg.compute_dtype),
+    scan_layers=bool(cfg.scan_layers),
+    remat=bool(cfg.remat),
+  )
+
+
 def make_optimizer(cfg: ml_collections.ConfigDict):
   """The pretraining optax chain from the config's optimisation keys."""
   return optim.make_optimizer(
@@ -241,27 +281,13 @@ def run(
     vocab_size=disc_config.vocab_size,
   )
 
-  max_predictions = int(cfg.max_predictions_per_seq) or pretraining.max_predictions_per_seq(
-    float(cfg.mask_prob), int(cfg.max_seq_length)
-  )
-  objective = pretraining.ObjectiveConfig(
-    objective=str(cfg.objective),
-    mask_prob=float(cfg.mask_prob),
-    max_predictions=max_predictions,
+  objective = make_objective(
+    cfg,
     mask_id=tokenizer.mask_id,
     special_ids=(tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id),
-    gen_weight=float(cfg.gen_weight),
-    disc_weight=float(cfg.disc_weight),
-    temperature=float(cfg.temperature),
   )
-  model = pretraining.build_rtd_model(
-    disc_config,
-    objective=objective.objective,
-    generator_hidden_size=float(cfg.generator_hidden_size),
-    dtype=compute_dtype(cfg.compute_dtype),
-    scan_layers=bool(cfg.scan_layers),
-    remat=bool(cfg.remat),
-  )
+  max_predictions = objective.max_predictions
+  model = make_rtd_model(cfg, disc_config, objective)
   gen_config = model.gen_config
   length = int(cfg.max_seq_length)
 

@@ -55,20 +55,13 @@ def _reference_losses(cfg, data_dir) -> list[float]:
   tokenizer = run_pretraining.resolve_tokenizer(cfg)
   disc_config = run_pretraining.model_configs(cfg, tokenizer)
   length = int(cfg.max_seq_length)
-  max_predictions = pretraining.max_predictions_per_seq(float(cfg.mask_prob), length)
-  objective = pretraining.ObjectiveConfig(
-    objective=str(cfg.objective),
-    mask_prob=float(cfg.mask_prob),
-    max_predictions=max_predictions,
+  objective = run_pretraining.make_objective(
+    cfg,
     mask_id=tokenizer.mask_id,
     special_ids=(tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id),
-    gen_weight=float(cfg.gen_weight),
-    disc_weight=float(cfg.disc_weight),
-    temperature=float(cfg.temperature),
   )
-  model = pretraining.build_rtd_model(
-    disc_config, objective=objective.objective, generator_hidden_size=cfg.generator_hidden_size
-  )
+  max_predictions = objective.max_predictions
+  model = run_pretraining.make_rtd_model(cfg, disc_config, objective)
   optimizer = run_pretraining.make_optimizer(cfg)
   # As train_loop: the init and train-state keys come from PRNGKey(seed).
   init_rng, state_rng = jax.random.split(jax.random.PRNGKey(int(cfg.seed)))

@@ -241,6 +241,8 @@ def featurize(
   Raises:
     ElectraError: the lengths leave no room for context tokens.
   """
+  if not examples:
+    raise ElectraError("no SQuAD examples to featurize")
   if doc_stride < 1 or max_query_length < 1:
     raise ElectraError("doc_stride and max_query_length must be >= 1")
   if max_seq_length - max_query_length - 3 < 1:
@@ -294,18 +296,8 @@ def featurize(
       rows["example_index"].append(index)
       offsets_out.append(offs + [None] * pad)
       max_context_out.append(maxc + [False] * pad)
-  arrays = {
-    k: np.asarray(v, np.int32).reshape(-1, max_seq_length)
-    if k in _TOKEN_ARRAYS
-    else np.asarray(v, np.int32)
-    for k, v in rows.items()
-  }
-  if not offsets_out:
-    raise ElectraError("no SQuAD examples to featurize")
+  arrays = {k: np.asarray(v, np.int32) for k, v in rows.items()}  # every example has a window
   return SquadFeatures(**arrays, offsets=offsets_out, max_context=max_context_out)
-
-
-_TOKEN_ARRAYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def _is_max_context(windows: Sequence[tuple[int, int]], here: int, token: int) -> bool:

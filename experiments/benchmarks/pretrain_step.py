@@ -167,27 +167,11 @@ def main(argv=None) -> dict:
   disc_config = ElectraConfig(
     vocab_size=args.vocab_size, pad_token_id=PAD_ID, **cfg.model.to_dict()
   )
-  max_predictions = int(cfg.max_predictions_per_seq) or pretraining.max_predictions_per_seq(
-    float(cfg.mask_prob), length
+  objective = run_pretraining.make_objective(
+    cfg, mask_id=MASK_ID, special_ids=(CLS_ID, SEP_ID, PAD_ID), length=length
   )
-  objective = pretraining.ObjectiveConfig(
-    objective=str(cfg.objective),
-    mask_prob=float(cfg.mask_prob),
-    max_predictions=max_predictions,
-    mask_id=MASK_ID,
-    special_ids=(CLS_ID, SEP_ID, PAD_ID),
-    gen_weight=float(cfg.gen_weight),
-    disc_weight=float(cfg.disc_weight),
-    temperature=float(cfg.temperature),
-  )
-  model = pretraining.build_rtd_model(
-    disc_config,
-    objective=objective.objective,
-    generator_hidden_size=float(cfg.generator_hidden_size),
-    dtype=run_pretraining.compute_dtype(cfg.compute_dtype),
-    scan_layers=bool(cfg.scan_layers),
-    remat=bool(cfg.remat),
-  )
+  max_predictions = objective.max_predictions
+  model = run_pretraining.make_rtd_model(cfg, disc_config, objective)
   optimizer = run_pretraining.make_optimizer(cfg)
 
   init_rng, state_rng = jax.random.split(jax.random.PRNGKey(args.seed))
