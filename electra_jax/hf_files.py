@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from electra_jax import fileio
 from electra_jax.errors import ElectraError
 
 TOKENIZER_FILES = (
@@ -176,6 +177,7 @@ class staged_dir:
     if exc_type is not None:
       shutil.rmtree(self.tmp, ignore_errors=True)
       return False
+    fileio.fix_tree_permissions(self.tmp)  # mkdtemp's 0700 would stick after the rename
     if os.path.isdir(self.out):
       os.rmdir(self.out)  # empty (checked by prepare_output_dir)
     os.rename(self.tmp, self.out)

@@ -51,12 +51,11 @@ import json
 import os
 import re
 import sys
-import tempfile
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from electra_jax import serving
+from electra_jax import fileio, serving
 from electra_jax.errors import ElectraError
 from electra_jax.predict_inputs import (  # noqa: F401  (re-exported: predict.Columns, ...)
   DEFAULT_COLUMNS,
@@ -416,37 +415,30 @@ def predict_file(
     "label_errors": [],
   }
   scored: list[tuple[Any, Any]] = []
-  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(output_path)}.", dir=out_dir)
-  try:
-    with (
-      os.fdopen(fd, "w", encoding="utf-8") as f,
-      tqdm(total=len(good), unit="row", disable=not progress, file=log) as bar,
-    ):
-      for start in range(0, len(good), _CHUNK):
-        chunk = good[start : start + _CHUNK]
-        results = predictor.predict([r.text for r in chunk], [r.pair for r in chunk], progress=bar)
-        for r, result in zip(chunk, results):
-          line = {"index": r.index, **result}
-          if "error" in result:
-            summary["empty"] += 1
-          else:
-            summary["predicted"] += 1
-            summary["truncated"] += bool(result.get("truncated"))
-            if evaluate:
-              gold, err = _gold(predictor, r.label)
-              if err:
-                line["label_error"] = err
-                summary["label_errors"].append({"row": r.index, "line": r.line, "error": err})
-              else:
-                line["gold"] = gold
-                pred = result["score"] if predictor.is_regression else result["label"]
-                scored.append((gold, pred))
-          f.write(json.dumps(line, ensure_ascii=False) + "\n")
-    os.replace(tmp, output_path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  with (
+    fileio.atomic_writer(output_path) as f,
+    tqdm(total=len(good), unit="row", disable=not progress, file=log) as bar,
+  ):
+    for start in range(0, len(good), _CHUNK):
+      chunk = good[start : start + _CHUNK]
+      results = predictor.predict([r.text for r in chunk], [r.pair for r in chunk], progress=bar)
+      for r, result in zip(chunk, results):
+        line = {"index": r.index, **result}
+        if "error" in result:
+          summary["empty"] += 1
+        else:
+          summary["predicted"] += 1
+          summary["truncated"] += bool(result.get("truncated"))
+          if evaluate:
+            gold, err = _gold(predictor, r.label)
+            if err:
+              line["label_error"] = err
+              summary["label_errors"].append({"row": r.index, "line": r.line, "error": err})
+            else:
+              line["gold"] = gold
+              pred = result["score"] if predictor.is_regression else result["label"]
+              scored.append((gold, pred))
+        f.write(json.dumps(line, ensure_ascii=False) + "\n")
   if evaluate:
     summary["metrics"] = _metrics(predictor, scored)
   _report(summary, input_path, output_path, evaluate, log)

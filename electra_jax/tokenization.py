@@ -30,11 +30,11 @@ import hashlib
 import itertools
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
 
+from electra_jax import fileio
 from electra_jax.errors import ElectraError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -614,10 +614,7 @@ class SentencePieceTokenizer(Tokenizer):
 
 
 def _atomic_write(directory: str, name: str, data: bytes) -> None:
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
-  with os.fdopen(fd, "wb") as f:
-    f.write(data)
-  os.replace(tmp, os.path.join(directory, name))
+  fileio.atomic_write_bytes(os.path.join(directory, name), data)
 
 
 # ------------------------------------------------------------------ loading

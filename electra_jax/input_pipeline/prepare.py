@@ -32,6 +32,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 
+from electra_jax import fileio
 from electra_jax.errors import ElectraError
 from electra_jax.input_pipeline import pretraining_data, sources
 
@@ -301,9 +302,7 @@ def prepare_pretraining_data(
 def _publish(tmp: str, out_dir: str) -> None:
   """Renames the finished temp dir to `out_dir` (replacing an old one last)."""
   # mkdtemp makes 0700 directories; give the result the usual permissions.
-  umask = os.umask(0)
-  os.umask(umask)
-  os.chmod(tmp, 0o777 & ~umask)
+  fileio.fix_tree_permissions(tmp)
   if os.path.exists(out_dir):
     old = tempfile.mkdtemp(
       prefix=f".{os.path.basename(out_dir)}.old-", dir=os.path.dirname(out_dir)

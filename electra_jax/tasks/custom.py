@@ -40,11 +40,11 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from electra_jax import fileio
 from electra_jax.errors import ElectraError
 from electra_jax.tasks.glue import Example, Task
 
@@ -137,17 +137,9 @@ class LabelMap:
     path = os.fspath(path)
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".label_map.", dir=directory)
-    try:
-      with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(self.to_json(), f, indent=2, ensure_ascii=False)
-        f.write("\n")
-      os.replace(tmp, path)
-    except BaseException:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      raise
-    return path
+    return fileio.atomic_write_text(
+      path, json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n"
+    )
 
   @classmethod
   def load(cls, path: str | os.PathLike) -> LabelMap:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from electra_jax import fileio
 from electra_jax.errors import ElectraError
 from electra_jax.tasks import glue
 
@@ -375,15 +375,8 @@ def write_glue_submission(
   out_dir = os.fspath(out_dir)
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, file_name)
-  fd, tmp = tempfile.mkstemp(prefix=f".{file_name}.", dir=out_dir)
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-      f.write("index\tprediction\n")
-      for i, value in zip(ids, text):
-        f.write(f"{i}\t{value}\n")
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  with fileio.atomic_writer(path, newline="") as f:
+    f.write("index\tprediction\n")
+    for i, value in zip(ids, text):
+      f.write(f"{i}\t{value}\n")
   return path
