@@ -10,6 +10,9 @@ The public names below are imported on first use, so `import electra_jax`
 
 import importlib
 
+# The one place the version is written: setup.cfg reads it (`attr:`).
+__version__ = "0.1.0"
+
 # Public name -> module that defines it.
 _EXPORTS = {
   "ElectraConfig": "electra_jax.config",

@@ -509,11 +509,24 @@ def _run_quickstart(args):
 _COMMANDS.append(_add_quickstart)
 
 
+def version() -> str:
+  """The installed distribution's version; the package's own when not installed."""
+  from importlib import metadata
+
+  try:
+    return metadata.version("electra-jax")
+  except metadata.PackageNotFoundError:  # run from a source tree
+    import electra_jax
+
+    return electra_jax.__version__
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     prog="electra-jax",
     description="ELECTRA in JAX/Flax: convert checkpoints, prepare data, pretrain, fine-tune, predict, export.",
   )
+  parser.add_argument("--version", action="version", version=f"electra-jax {version()}")
   sub = parser.add_subparsers(dest="command", metavar="COMMAND")
   sub.required = True
   for add in _COMMANDS:

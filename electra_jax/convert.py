@@ -652,8 +652,8 @@ def convert_from_hf(
   ckpt = load_hf(src, head, strict=head is not None)
   for key in ckpt.report.skipped:
     log.info("skipped %s (buffer or tied weight)", key)
-  if ckpt.report.unexpected:
-    log.warning("dropped head weights: %s", format_keys(ckpt.report.unexpected))
+  if ckpt.report.unexpected:  # only with head=None (strict otherwise): asked for
+    log.info("dropped head weights: %s", format_keys(ckpt.report.unexpected))
   return pretrained.save_pretrained(
     out,
     ckpt.config,

@@ -268,12 +268,14 @@ def from_pretrained(
     else:
       params, report = _fit_head(ckpt.params, config, ckpt.head, head, kwargs, strict)
       missing = report.missing
-      _log_dropped(report.unexpected, path, head)
+      # Reached only for a head or head size other than the saved one: asked for.
+      _log_dropped(report.unexpected, path, head, asked_for=True)
   elif os.path.isfile(os.path.join(path, "config.json")):
     hf = convert.load_hf(path, head, strict=strict, head_kwargs=head_kwargs)
+    asked_for = bool(head_kwargs) or (head != "auto" and hf.head != _own_hf_head(path))
     config, head, kwargs, params = hf.config, hf.head, hf.head_kwargs, hf.params
     missing = hf.report.missing
-    _log_dropped(hf.report.unexpected, path, head)
+    _log_dropped(hf.report.unexpected, path, head, asked_for=asked_for)
   else:
     raise ElectraError(
       f"no config.json or {CHECKPOINT_FILE} in {path}: pass a HF model directory or an electra-jax checkpoint"
@@ -303,9 +305,24 @@ def from_pretrained(
   return model, params
 
 
-def _log_dropped(unexpected, path, head) -> None:
+def _own_hf_head(path: str) -> str | None:
+  """The head a HF directory's `architectures` names (None if it names none we know)."""
+  try:
+    return convert.detect_head(hf_files.read_hf_config(path))
+  except ElectraError:
+    return None
+
+
+def _log_dropped(unexpected, path, head, *, asked_for: bool) -> None:
+  """Reports checkpoint weights the model does not use.
+
+  Dropping the old head is what a head change (e.g. a discriminator loaded for
+  fine-tuning) means, so that is INFO; unused weights when the checkpoint's
+  own head was asked for point at a damaged or foreign checkpoint: WARNING.
+  """
   if unexpected:
-    log.warning(
+    log.log(
+      logging.INFO if asked_for else logging.WARNING,
       "%s: dropped %d weights that head %r does not use: %s",
       path,
       len(unexpected),

@@ -217,7 +217,7 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation) ->
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics)
     metrics["loss"] = loss
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 

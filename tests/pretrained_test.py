@@ -176,18 +176,34 @@ def test_head_mismatch_initialises_missing_head_params(tmp_path, caplog):
   hf = hf_model("pretraining", "factorized", seed=7)
   hf.save_pretrained(tmp_path)
   _, disc = electra_jax.from_pretrained(tmp_path)
-  with caplog.at_level(logging.WARNING, logger="electra_jax.pretrained"):
+  with caplog.at_level(logging.INFO, logger="electra_jax.pretrained"):
     model, params = electra_jax.from_pretrained(
       tmp_path, head="sequence_classification", num_labels=4
     )
   assert "initialised them afresh" in caplog.text and "classifier/out_proj/kernel" in caplog.text
-  assert "dropped 4 weights" in caplog.text
+  # Dropping the discriminator head is what asking for a new head means: not a warning.
+  (dropped,) = [r for r in caplog.records if "dropped 4 weights" in r.getMessage()]
+  assert dropped.levelno == logging.INFO
   assert params["classifier"]["out_proj"]["kernel"].shape == (32, 4)
   _tree_equal(params["electra"], disc["electra"])
   out = jax_output(model, params, "sequence_classification", batch(None, 99))
   assert out.shape == (3, 4) and np.all(np.isfinite(out))
   with pytest.raises(ElectraError, match="does not match head 'sequence_classification'"):
     electra_jax.from_pretrained(tmp_path, head="sequence_classification", strict=True)
+
+
+def test_unused_weights_of_the_checkpoints_own_head_are_a_warning(tmp_path, caplog):
+  # config.json names a classifier but the weights are a discriminator's: a real mismatch.
+  hf_model("pretraining", "factorized", seed=7).save_pretrained(tmp_path)
+  config = json.loads((tmp_path / "config.json").read_text())
+  config["architectures"] = ["ElectraForSequenceClassification"]
+  (tmp_path / "config.json").write_text(json.dumps(config))
+  for head in ("auto", "sequence_classification"):
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="electra_jax.pretrained"):
+      electra_jax.from_pretrained(tmp_path, head=head)
+    (dropped,) = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert dropped.levelno == logging.WARNING, head
 
 
 def test_bare_encoder_from_a_head_checkpoint(hf_cls_dir):
