@@ -87,8 +87,7 @@ def atomic_writer(
       f = os.fdopen(fd, "w", encoding=encoding, newline=newline)
     with f:
       yield f
-      f.flush()
-      os.fchmod(f.fileno(), file_mode())
+    os.chmod(tmp, file_mode())  # by path: os.fchmod is POSIX-only before Python 3.13
     os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(FileNotFoundError):
