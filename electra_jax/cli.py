@@ -261,6 +261,12 @@ def _add_tokenizer(sub):
     "--max-sentences", type=int, default=0, help="sample this many lines for training (0: all)"
   )
   t.add_argument("--seed", type=int, default=0, help="seed of the line sampling")
+  t.add_argument(
+    "--encoding-errors",
+    choices=("strict", "replace"),
+    default="strict",
+    help="invalid UTF-8: strict = error naming file and byte offset; replace = U+FFFD",
+  )
   t.set_defaults(func=_run_tokenizer_train)
   i = tsub.add_parser("info", help="print vocab size, special ids and fingerprint")
   i.add_argument("path", help="vocab.txt, .model, tokenizer.json or a directory holding one")
@@ -279,6 +285,7 @@ def _run_tokenizer_train(args):
     character_coverage=args.character_coverage,
     max_sentences=args.max_sentences,
     seed=args.seed,
+    encoding_errors=args.encoding_errors,
   )
   print(f"wrote {args.out}: vocab_size={tok.vocab_size} special_ids={tok.special_ids}")
 

@@ -8,6 +8,7 @@ style); this module only wraps it so that every mistake becomes a one-line
 
 from __future__ import annotations
 
+import difflib
 import os
 
 import ml_collections
@@ -61,19 +62,65 @@ def load_config(
     if not isinstance(cfg, ml_collections.ConfigDict):
       raise ElectraError(f"{path}: get_config() must return an ml_collections.ConfigDict")
   except flags.Error as e:
-    raise ElectraError(str(e).splitlines()[0]) from None
+    raise ElectraError(_flag_error(spec, e)) from None
   except (AttributeError, KeyError) as e:
-    key = str(e).strip("'\"")
-    raise ElectraError(
-      f"unknown config key {key!r} in overrides; run with --help-config to list the keys"
-    ) from None
+    # ml_collections' message is a repr of a repr with "Did you mean" on a
+    # second line; find the key ourselves and say it plainly.
+    raise ElectraError(_unknown_key(spec, overrides) or _one_line(spec, e)) from None
   except ElectraError:
     raise
   except Exception as e:  # the config file itself raised
-    raise ElectraError(
-      f"{spec}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    ) from None
+    raise ElectraError(_one_line(spec, e)) from None
   return cfg
+
+
+def _root_cause(e: BaseException) -> BaseException:
+  """The first exception of a chain (absl and ml_collections each re-wrap it)."""
+  seen = set()
+  while id(e) not in seen:
+    seen.add(id(e))
+    parent = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
+    if parent is None:
+      break
+    e = parent
+  return e
+
+
+def _one_line(spec: str, e: BaseException) -> str:
+  """`spec: reason` on one line, for an error the config file raised."""
+  root = _root_cause(e)
+  reason = " ".join(str(root).split())
+  if not isinstance(root, ValueError):  # a bug in the file rather than a refused argument
+    reason = f"{type(root).__name__}: {reason}"
+  return f"{spec}: {reason}"
+
+
+def _flag_error(spec: str, e: Exception) -> str:
+  if "Error whilst parsing config file" in str(e):  # get_config raised
+    return _one_line(spec, e)
+  # A bad override value: "flag --config.batch_size=abc: invalid literal ...".
+  return " ".join(str(e).removeprefix("flag ").split())
+
+
+def _unknown_key(spec: str, overrides) -> str | None:
+  """The message for the first override naming no key of the config, if any."""
+  try:
+    cfg = load_config(spec)
+  except ElectraError:
+    return None
+  for override in overrides:
+    key = override.removeprefix("--config.").split("=", 1)[0]
+    node, parts = cfg, key.split(".")
+    for i, part in enumerate(parts):
+      if isinstance(node, ml_collections.ConfigDict) and part in node:
+        node = node[part]
+        continue
+      siblings = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+      close = difflib.get_close_matches(part, siblings, n=1)
+      prefix = "".join(p + "." for p in parts[:i])
+      hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+      return f"unknown config key '{key}'{hint}; run with --help-config to list the keys"
+  return None
 
 
 def describe_config(cfg: ml_collections.ConfigDict) -> str:

@@ -23,6 +23,7 @@ import os
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
+from electra_jax import textfiles
 from electra_jax.errors import ElectraError
 
 FORMATS = ("txt", "tsv", "csv", "jsonl")
@@ -205,14 +206,14 @@ def _read_table(path: str, fmt: str, columns: Columns, need_labels: bool) -> Ite
     try:
       with open(path, encoding="utf-8-sig", newline="") as f:
         content = f.read()
-    except UnicodeDecodeError as e:
-      raise ElectraError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except UnicodeDecodeError:
+      raise textfiles.not_utf8(path) from None
     records = _csv_records(content)
   header = None
   for line, fields in records:
     if header is None:
       if fields is None:
-        raise ElectraError(f"{path}: the header line is not valid UTF-8")
+        raise textfiles.not_utf8(path)
       header = [h.strip() for h in fields]
       text_i, pair_i, label_i = _column_indices(path, header, columns, need_labels)
       index = 0

@@ -12,7 +12,7 @@ import json
 import os
 import time
 
-from electra_jax import experiment
+from electra_jax import experiment, validate
 from electra_jax.run_pretraining import SAMPLE_DATA
 
 _REPO_CONFIGS = os.path.join(
@@ -40,6 +40,7 @@ def run(
   """Runs pretrain → fine-tune → predict in `workdir`; returns a summary dict."""
   from electra_jax import predict, run_finetuning, run_pretraining
 
+  validate.check_workdir(workdir)
   os.makedirs(workdir, exist_ok=True)
   summary = {}
   t0 = time.perf_counter()

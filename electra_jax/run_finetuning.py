@@ -26,7 +26,7 @@ import numpy as np
 import optax
 
 from electra_jax import model as model_lib
-from electra_jax import optim, pretrained, train
+from electra_jax import optim, pretrained, train, validate
 from electra_jax.config import ElectraConfig
 from electra_jax.errors import ElectraError
 from electra_jax.run_pretraining import compute_dtype, resolve_tokenizer
@@ -190,6 +190,7 @@ def _check_init_head(path: str, num_labels: int) -> None:
   """
   from electra_jax import convert, hf_files
 
+  validate.check_not_pretraining_workdir(path)  # else "no config.json" hides where the model is
   if pretrained.is_checkpoint_dir(path):
     meta = pretrained.read_checkpoint_meta(path)
     head, kwargs = meta.get("head"), meta.get("head_kwargs") or {}
@@ -285,6 +286,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) 
   from electra_jax.tasks import augment as augment_lib
   from electra_jax.tasks import custom, features, metrics
 
+  validate.check_finetune_config(cfg, workdir)  # before anything is created or compiled
   if int(cfg.seeds) < 1:
     raise ElectraError(f"seeds must be >= 1, got {cfg.seeds}")
   os.makedirs(workdir, exist_ok=True)

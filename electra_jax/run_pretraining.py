@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from electra_jax import optim, pretraining, sharding, train
+from electra_jax import optim, pretraining, sharding, train, validate
 from electra_jax.config import ElectraConfig
 from electra_jax.errors import ElectraError
 
@@ -254,6 +254,7 @@ def run(
   Returns:
     The results dict written to `WORKDIR/results.json`.
   """
+  validate.check_pretrain_config(cfg, workdir)  # before anything is created or compiled
   sharding.maybe_initialize_distributed(cfg)
   os.makedirs(workdir, exist_ok=True)
   tokenizer = resolve_tokenizer(cfg)

@@ -36,6 +36,7 @@ import numpy as np
 
 from electra_jax import fileio
 from electra_jax.errors import ElectraError
+from electra_jax.textfiles import not_utf8
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # Ids that `train_sentencepiece` gives the special tokens (documented in
@@ -327,8 +328,8 @@ def _read_vocab(path: str) -> list[str]:
     with open(path, encoding="utf-8") as f:
       # Like BERT's load_vocab: one token per line, only the newline stripped.
       tokens = [line.rstrip("\n") for line in f]
-  except UnicodeDecodeError as e:
-    raise ElectraError(f"vocab file {path} is not UTF-8 (byte {e.start})") from None
+  except UnicodeDecodeError:
+    raise not_utf8(path) from None
   except OSError as e:
     raise ElectraError(f"cannot read vocab file {path}: {e.strerror}") from None
   while tokens and tokens[-1] == "":
@@ -706,6 +707,7 @@ def train_sentencepiece(
   max_sentences: int = 0,
   seed: int = 0,
   num_threads: int | None = None,
+  encoding_errors: str = "strict",
 ) -> SentencePieceTokenizer:
   """Trains a SentencePiece model with ELECTRA's special tokens at fixed ids.
 
@@ -725,6 +727,9 @@ def train_sentencepiece(
     max_sentences: sample this many lines (0 = all lines).
     seed: seed for the line sampling.
     num_threads: trainer threads (default: all cores).
+    encoding_errors: invalid UTF-8 in the inputs: "strict" (an error naming
+      the file, line and byte offset) or "replace" (U+FFFD), as
+      `prepare-pretraining --encoding-errors`.
 
   Returns:
     the trained tokenizer.
@@ -743,7 +748,7 @@ def train_sentencepiece(
   # the text the model will see (WikiText headings dropped, paragraphs split
   # into sentences). A generator: the corpus is streamed (SentencePiece
   # samples `max_sentences` lines itself), not held as a Python list.
-  corpus = sources.LocalTextSource(inputs)
+  corpus = sources.LocalTextSource(inputs, errors=encoding_errors)
   lines = (line for doc in corpus for line in doc)
   first = next(lines, None)
   if first is None:

@@ -225,6 +225,7 @@ def prepare_pretraining_data(
 
   tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=os.path.dirname(out_dir))
   start = time.perf_counter()
+  bar = None
   try:
     names = [SHARD_PATTERN.format(i, num_shards) for i in range(num_shards)]
     writers = [ArrayRecordWriter(os.path.join(tmp, n), "group_size:1") for n in names]
@@ -288,6 +289,9 @@ def prepare_pretraining_data(
       json.dump(manifest, f, indent=2)
     _publish(tmp, out_dir)
   except BaseException:
+    if bar is not None:  # erase the bar: the error must be the line the user sees
+      bar.leave = False
+      bar.close()
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   if progress:

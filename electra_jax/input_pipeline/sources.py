@@ -31,6 +31,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 
+from electra_jax import textfiles
 from electra_jax.errors import ElectraError
 
 _TFDS_READ_BATCH = 256  # records per batched array_record read
@@ -116,10 +117,16 @@ def iter_file_lines(files: Sequence[str], errors: str = "strict") -> Iterator[tu
         try:
           text = raw.decode("utf-8", errors)
         except UnicodeDecodeError as e:
+          # Both commands that read raw text take the flag; name them, since
+          # `pretrain` on raw files (prepared on the fly) does not.
           raise ElectraError(
-            f"{path} is not UTF-8: invalid byte 0x{raw[e.start]:02x} at byte offset "
-            f"{offset + e.start} (line {line_no}); convert the file to UTF-8 "
-            "(e.g. iconv -f latin1 -t utf-8) or use --encoding-errors replace"
+            textfiles.utf8_error_message(
+              path,
+              raw[e.start],
+              offset + e.start,
+              line_no,
+              hint=", or pass --encoding-errors replace to prepare-pretraining or tokenizer train",
+            )
           ) from None
         offset += len(raw)
         yield path, text.rstrip("\r\n")

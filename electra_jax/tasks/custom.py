@@ -47,6 +47,7 @@ import numpy as np
 from electra_jax import fileio
 from electra_jax.errors import ElectraError
 from electra_jax.tasks.glue import Example, Task
+from electra_jax.textfiles import utf8_lines
 
 _LOG = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ def _records(path: str, fmt: str) -> tuple[list[str], list[tuple[int, dict]]]:
   if fmt == "jsonl":
     rows = []
     with open(path, encoding="utf-8-sig") as f:
-      for line_no, line in enumerate(f, start=1):
+      for line_no, line in enumerate(utf8_lines(f, path), start=1):
         if not line.strip():
           continue
         try:
@@ -252,7 +253,7 @@ def _records(path: str, fmt: str) -> tuple[list[str], list[tuple[int, dict]]]:
 
   rows = []
   with open(path, encoding="utf-8-sig", newline="") as f:
-    reader = csv.reader(f, delimiter="," if fmt == "csv" else "\t")
+    reader = csv.reader(utf8_lines(f, path), delimiter="," if fmt == "csv" else "\t")
     header = next(reader, None)
     if header is None:
       raise ElectraError(f"{path} is empty; expected a header row naming the columns")

@@ -30,6 +30,7 @@ import logging
 import os
 
 from electra_jax.errors import ElectraError
+from electra_jax.textfiles import utf8_lines
 
 _LOG = logging.getLogger(__name__)
 
@@ -337,7 +338,7 @@ def read_split(
   # utf-8-sig drops MRPC's byte-order mark, which would otherwise stick to the
   # first header name ("\ufeffQuality").
   with open(path, encoding="utf-8-sig", newline="") as f:
-    reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+    reader = csv.reader(utf8_lines(f, path), delimiter="\t", quoting=csv.QUOTE_NONE)
     columns = (layout.text_a, layout.text_b, layout.label, layout.id_column)
     if layout.header:
       header = next(reader, None)

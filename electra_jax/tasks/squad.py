@@ -37,6 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from electra_jax.errors import ElectraError
+from electra_jax.textfiles import not_utf8
 
 
 class SquadExample(NamedTuple):
@@ -73,7 +74,9 @@ def read_squad(path: str | os.PathLike) -> list[SquadExample]:
       blob = json.load(f)
   except FileNotFoundError:
     raise ElectraError(f"{path} does not exist") from None
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+  except UnicodeDecodeError:
+    raise not_utf8(path) from None
+  except json.JSONDecodeError as e:
     raise ElectraError(f"{path} is not valid JSON: {e}") from None
   articles = _require(blob, "data", path, list)
   examples: list[SquadExample] = []

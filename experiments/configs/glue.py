@@ -4,12 +4,18 @@ The recipe of the paper (Clark et al., 2020, Appendix A / Table 7) and the
 official `configure_finetuning.py`: AdamW, layer-wise LR decay, 10 % warmup
 then linear decay, batch 32, 3 epochs (10 for RTE and STS-B), max length 128,
 dropout 0.1. `task` is a GLUE task name (cola, sst2, mrpc, stsb, qqp, mnli,
-qnli, rte, wnli) or `custom` for the user's own CSV/TSV/JSONL files. The
-argument is a comma list of `key=value`; every key below can be overridden
-with `--config.<key>=<value>`.
+qnli, rte, wnli), spelt exactly (`sst-2` is an error suggesting `sst2`), or
+`custom` for the user's own CSV/TSV/JSONL files. The argument is a comma list
+of `key=value` (`task`, `size`; any other key is an error); every key below
+can be overridden with `--config.<key>=<value>`.
 """
 
+import difflib
+
 import ml_collections
+
+from electra_jax import validate
+from electra_jax.errors import ElectraError
 
 # size: (lr, layer-wise decay, embedding, hidden, layers, heads, intermediate)
 _SIZES = {
@@ -21,11 +27,23 @@ _SIZES = {
 _LONG_TASKS = ("rte", "stsb")  # 10 epochs in the paper, 3 for the rest
 
 
+_ARG_KEYS = ("task", "size")
+
+
 def _parse_arg(arg):
+  """`"task=rte,size=base"` -> dict; anything else is an error, never ignored."""
   out = {"size": "small", "task": "sst2"}
   for item in filter(None, (arg or "").split(",")):
-    key, _, value = item.partition("=")
-    out[key.strip()] = value.strip()
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or key not in _ARG_KEYS:
+      close = difflib.get_close_matches(key, _ARG_KEYS, n=1)
+      hint = f" (did you mean {close[0]!r}?)" if close and sep else ""
+      raise ValueError(
+        f"unknown argument {item.strip()!r}{hint}: the argument takes "
+        f"{', '.join(k + '=...' for k in _ARG_KEYS)}; set any other key with --config.KEY=VALUE"
+      )
+    out[key] = value.strip()
   return out
 
 
@@ -33,6 +51,10 @@ def get_config(arg=None):
   """Returns the fine-tuning ConfigDict for `arg` (e.g. "task=sst2,size=small")."""
   args = _parse_arg(arg)
   size, task = args["size"], args["task"].lower()
+  try:  # exact names only: the name also picks the epochs below
+    validate.check_task_name(task)
+  except ElectraError as e:
+    raise ValueError(str(e)) from None
   if size not in _SIZES:
     raise ValueError(f"unknown size {size!r}; choose from {', '.join(_SIZES)}")
   lr, decay, emb, hidden, layers, heads, ffn = _SIZES[size]
@@ -88,6 +110,10 @@ def get_config(arg=None):
 
   c.seed = 0
   c.seeds = 1  # number of seeds (seed, seed+1, ...); results report median/mean/std
+  # Resuming a workdir with a config that changes the run's math (learning
+  # rate, steps, batch, seed, data, ...) is refused; list the keys you mean to
+  # change here (comma separated, e.g. "total_steps,learning_rate").
+  c.allow_changed = ""
   c.log_every = 50
   c.checkpoint_every = 1000
   c.write_test_predictions = True  # GLUE leaderboard files in WORKDIR/test_predictions

@@ -2,9 +2,12 @@
 
 Presets follow the paper's Table 6 (Clark et al., 2020) for `small`, `base`
 and `large`; `tiny` is for CPU smoke runs and tests. The argument is a comma
-list of `key=value` (`size=tiny,objective=mlm`). Every key is documented
-below; override any of them with `--config.<key>=<value>`.
+list of `key=value` (`size=tiny,objective=mlm`; any other key is an error).
+Every key is documented below; override any of them with
+`--config.<key>=<value>`.
 """
+
+import difflib
 
 import ml_collections
 
@@ -17,11 +20,23 @@ _SIZES = {
 }
 
 
+_ARG_KEYS = ("size", "objective")
+
+
 def _parse_arg(arg):
+  """`"size=tiny,objective=mlm"` -> dict; anything else is an error, never ignored."""
   out = {"size": "small"}
   for item in filter(None, (arg or "").split(",")):
-    key, _, value = item.partition("=")
-    out[key.strip()] = value.strip()
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or key not in _ARG_KEYS:
+      close = difflib.get_close_matches(key, _ARG_KEYS, n=1)
+      hint = f" (did you mean {close[0]!r}?)" if close and sep else ""
+      raise ValueError(
+        f"unknown argument {item.strip()!r}{hint}: the argument takes "
+        f"{', '.join(k + '=...' for k in _ARG_KEYS)}; set any other key with --config.KEY=VALUE"
+      )
+    out[key] = value.strip()
   return out
 
 
@@ -91,6 +106,10 @@ def get_config(arg=None):
   c.grad_accum_steps = 1
 
   c.seed = 0
+  # Resuming a workdir with a config that changes the run's math (learning
+  # rate, steps, batch, seed, data, ...) is refused; list the keys you mean to
+  # change here (comma separated, e.g. "total_steps,learning_rate").
+  c.allow_changed = ""
   c.log_every = 50 if size != "tiny" else 10
   c.checkpoint_every = 5000 if size != "tiny" else 100
   c.keep_checkpoints = 3
