@@ -9,6 +9,7 @@ is printed as one line (`electra-jax: error: ...`) and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from electra_jax import xla_env
@@ -431,15 +432,35 @@ def _run_pretrain(args):
   cfg = _load_config(args)
   if cfg is None:
     return 0
-  from electra_jax import run_pretraining
+  from electra_jax import preemption, run_pretraining
 
-  results = run_pretraining.run(cfg, args.workdir, progress=not args.no_progress)
+  with preemption.handle_stop_signals():
+    results = run_pretraining.run(cfg, args.workdir, progress=not args.no_progress)
+  if results.get("status") == "stopped":
+    return _stopped(args.workdir, results["stopped"], f"at step {results['step']}")
   final = results.get("final_metrics", {})
+  loss = f"loss {final['loss']:.4f}; " if "loss" in final else ""
   print(
-    f"pretraining {results['stopped']} at step {results['step']}: loss {final.get('loss', float('nan')):.4f}; "
-    f"results in {args.workdir}/results.json"
+    f"pretraining complete at step {results['step']}: {loss}results in {args.workdir}/results.json"
   )
+  for name, where in (results.get("exported") or {}).items():
+    paths = [f"{where['electra_jax']} (electra-jax)"] + (
+      [f"{where['hf']} (HF)"] if where.get("hf") else []
+    )
+    print(f"  {name}: {', '.join(paths)}")
   return 0
+
+
+def _stopped(workdir: str, reason: str, where: str) -> int:
+  """Reports a run stopped by a signal (or a test's stop_after); the status says "resumable"."""
+  from electra_jax import preemption
+
+  print(
+    f"electra-jax: stopped by {reason} {where}; checkpoint saved. Re-run the same command to resume "
+    f"(results in {workdir}/results.json)",
+    file=sys.stderr,
+  )
+  return preemption.EXIT_STATUS.get(reason, 75)
 
 
 _COMMANDS.append(_add_pretrain)
@@ -469,14 +490,26 @@ def _run_finetune(args):
     return 0
   if args.seeds is not None:
     cfg.seeds = args.seeds
-  from electra_jax import run_finetuning
+  from electra_jax import preemption, run_finetuning
 
-  summary = run_finetuning.run(cfg, args.workdir, progress=not args.no_progress)
+  with preemption.handle_stop_signals():
+    summary = run_finetuning.run(cfg, args.workdir, progress=not args.no_progress)
+  if summary.get("status") == "stopped":
+    return _stopped(
+      args.workdir, summary["stopped"], f"in seed {summary['seed']} at step {summary['step']}"
+    )
   for name, s in summary["metrics"].items():
     print(
       f"{summary['task']} {name}: median {s['median']:.4f} mean {s['mean']:.4f} std {s['std']:.4f} over {len(s['values'])} seed(s)"
     )
   print(f"results in {args.workdir}/results.json")
+  for seed in summary.get("seeds", {}):
+    seed_dir = os.path.join(args.workdir, f"seed_{seed}")
+    kept = [d for d in ("best", "last") if os.path.isdir(os.path.join(seed_dir, d))]
+    print(f"  seed {seed}: {', '.join(os.path.join(seed_dir, d) for d in kept)}")
+  for split, path in (summary.get("test_predictions") or {}).items():
+    if path:
+      print(f"  test predictions ({split}): {path}")
   return 0
 
 

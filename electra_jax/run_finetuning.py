@@ -14,10 +14,12 @@ and in `WORKDIR/`:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import statistics
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,8 +27,9 @@ import ml_collections
 import numpy as np
 import optax
 
+from electra_jax import faults, optim, preemption, pretrained, train, validate
 from electra_jax import model as model_lib
-from electra_jax import optim, pretrained, train, validate
+from electra_jax import workdir as workdir_lib
 from electra_jax.config import ElectraConfig
 from electra_jax.errors import ElectraError
 from electra_jax.run_pretraining import compute_dtype, resolve_tokenizer
@@ -277,24 +280,155 @@ def _predictions(logits: np.ndarray, regression: bool) -> np.ndarray:
 # -- the run ----------------------------------------------------------------------
 
 
-def run(cfg: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict:
+def run(
+  cfg: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  progress: bool = True,
+  stop_after: int | None = None,
+) -> dict:
   """Fine-tunes `cfg.seeds` seeds in `workdir` and summarises them.
 
-  Returns:
-    The summary written to `WORKDIR/results.json`.
-  """
-  from electra_jax.tasks import augment as augment_lib
-  from electra_jax.tasks import custom, features, metrics
+  Resumable at any point: each seed resumes from its checkpoint with its
+  evaluation history (so `best/` and the best score survive), finished seeds
+  are not touched again, and a re-run of a finished job changes nothing.
+  SIGTERM / SIGINT save the running seed and stop the whole job.
 
+  Args:
+    cfg: a config from `experiments/configs/glue.py`.
+    workdir: output directory (resumed if it holds checkpoints).
+    progress: show progress bars.
+    stop_after: stop each invocation after this many train steps (tests).
+
+  Returns:
+    The summary written to `WORKDIR/results.json`; its `status` is
+    `complete`, or `stopped` (with `stopped`, `seed` and `step`).
+  """
   validate.check_finetune_config(cfg, workdir)  # before anything is created or compiled
-  if int(cfg.seeds) < 1:
-    raise ElectraError(f"seeds must be >= 1, got {cfg.seeds}")
-  os.makedirs(workdir, exist_ok=True)
+  config = cfg.to_dict()
+  seeds = [int(cfg.seed) + k for k in range(int(cfg.seeds))]
+  changed = workdir_lib.check_config(workdir, config, resuming=_has_progress(workdir))
+  stored = workdir_lib.read_results(workdir)
+  if (
+    stored is not None
+    and stored.get("status") == "complete"
+    and not workdir_lib.math_changes(changed)
+    and sorted(int(s) for s in stored.get("seeds", {})) == seeds
+  ):
+    print(f"{workdir}: fine-tuning already complete ({len(seeds)} seed(s)); nothing to do")
+    return stored
+  with preemption.handle_stop_signals():
+    job = _prepare_job(cfg, workdir, progress=progress, stop_after=stop_after)
+    os.makedirs(workdir, exist_ok=True)  # only now: bad data leaves nothing behind
+    if jax.process_index() == 0:
+      workdir_lib.record_config(workdir, config, changed)
+    per_seed = {}
+    for seed in seeds:
+      stop = preemption.requested()
+      entry = _stopped_entry(stop, 0) if stop else _run_seed(job, seed)
+      if entry["status"] != "complete":
+        summary = {
+          "status": "stopped",
+          "stopped": entry["stopped"],
+          "seed": seed,
+          "step": entry["step"],
+          "task": job.task.name,
+          "config": config,
+          "seeds": per_seed,
+        }
+        train.write_results(workdir, summary)
+        return summary
+      per_seed[seed] = entry
+      faults.point("between_seeds")
+
+  summary = _summarise(job.task, per_seed, job.dev_splits)
+  summary.update(
+    status="complete",
+    config=config,
+    config_history=workdir_lib.config_history(workdir),
+    task=job.task.name,
+    seeds=per_seed,
+  )
+  if job.test_splits and jax.process_index() == 0 and summary.get("best_seed") is not None:
+    summary["test_predictions"] = _write_test_predictions(
+      cfg,
+      workdir,
+      job.task,
+      summary["best_seed"],
+      job.feats,
+      job.test_splits,
+      job.label_list,
+      job.regression,
+    )
+  train.write_results(workdir, summary)
+  return summary
+
+
+def _has_progress(workdir: str) -> bool:
+  if not os.path.isdir(workdir):
+    return False
+  return any(
+    workdir_lib.has_checkpoint(os.path.join(workdir, d))
+    for d in os.listdir(workdir)
+    if d.startswith("seed_")
+  )
+
+
+def _stopped_entry(reason: str, step: int) -> dict:
+  return {"status": "stopped", "stopped": reason, "step": step}
+
+
+@dataclasses.dataclass
+class _Job:
+  """Everything the seeds of one fine-tuning job share."""
+
+  cfg: ml_collections.ConfigDict
+  workdir: str
+  task: Any
+  label_list: list | None
+  dev_splits: list
+  test_splits: list
+  feats: dict
+  tokenizer: Any
+  weights: np.ndarray | None
+  noise: Any
+  extra: dict
+  progress: bool
+  stop_after: int | None
+
+  @property
+  def num_labels(self) -> int:
+    return 1 if self.label_list is None else len(self.label_list)
+
+  @property
+  def regression(self) -> bool:
+    return self.num_labels == 1
+
+  def primary(self, metrics_by_name: dict):
+    """The task's primary dev metric in an evaluation's metrics (None without dev data)."""
+    if not self.dev_splits:
+      return None
+    name = self.task.primary_metric
+    return metrics_by_name.get(name, metrics_by_name.get(f"{self.dev_splits[0]}/{name}"))
+
+
+def _prepare_job(cfg, workdir, *, progress, stop_after) -> _Job:
+  """Reads and featurises the task's data once for all seeds."""
+  from electra_jax.tasks import augment as augment_lib
+  from electra_jax.tasks import custom, features
+
   task, label_list, splits, dev_splits, test_splits = load_task_data(cfg)
   tokenizer = resolve_tokenizer(cfg)
-  num_labels = 1 if label_list is None else len(label_list)
   label_map = None if label_list is None else {label: i for i, label in enumerate(label_list)}
   length = int(cfg.max_seq_length)
+  source = cfg.train_file if task.name == "custom" else (cfg.data_dir or DEFAULT_GLUE_DIR)
+  sizes = ", ".join(f"{name} {len(examples):,}" for name, examples in splits.items())
+  labels = (
+    "regression"
+    if label_list is None
+    else f"{len(label_list)} labels ({', '.join(map(str, label_list))})"
+  )
+  print(f"task {task.name} from {os.path.abspath(source)}: {sizes} examples; {labels}", flush=True)
   feats = {
     name: features.featurize(examples, tokenizer, length, label_map)
     for name, examples in splits.items()
@@ -305,135 +439,167 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) 
     if spec.strip().startswith("{"):
       spec = json.loads(spec)
     weights = custom.class_weights(spec, feats["train"]["labels"], label_list)
-  noise = augment_lib.NoiseConfig.from_mapping(cfg.augment.to_dict())
-  regression = num_labels == 1
-  extra = {
-    "task": task.name,
-    "label_map": label_list,
-    "max_seq_length": length,
-    "text_columns": list(task.text_columns),
+  return _Job(
+    cfg=cfg,
+    workdir=workdir,
+    task=task,
+    label_list=label_list,
+    dev_splits=dev_splits,
+    test_splits=test_splits,
+    feats=feats,
+    tokenizer=tokenizer,
+    weights=weights,
+    noise=augment_lib.NoiseConfig.from_mapping(cfg.augment.to_dict()),
+    extra={
+      "task": task.name,
+      "label_map": label_list,
+      "max_seq_length": length,
+      "text_columns": list(task.text_columns),
+    },
+    progress=progress,
+    stop_after=stop_after,
+  )
+
+
+def _run_seed(job: _Job, seed: int) -> dict:
+  """Trains (or resumes, or skips when finished) one seed; returns its summary entry."""
+  cfg = job.cfg
+  seed_dir = os.path.join(job.workdir, f"seed_{seed}")
+  stored = workdir_lib.read_results(seed_dir)
+  if stored is not None and stored.get("status") == "complete" and "summary" in stored:
+    return stored["summary"]
+  _recover_swap(os.path.join(seed_dir, "best"))
+  model, init_params, config = build(cfg, job.tokenizer, job.num_labels, seed)
+  data = EpochBatches(job.feats["train"], int(cfg.batch_size), seed, job.noise, job.tokenizer)
+  total = int(cfg.epochs) * data.steps_per_epoch
+  warmup = int(float(cfg.warmup_fraction) * total)
+  decay = float(cfg.layerwise_lr_decay)
+  optimizer = optim.make_optimizer(
+    learning_rate=float(cfg.learning_rate),
+    total_steps=total,
+    warmup_steps=warmup,
+    weight_decay=float(cfg.weight_decay),
+    eps=float(cfg.adam_eps),
+    clip_norm=float(cfg.clip_norm),
+    layerwise_lr_decay=decay if decay != 1.0 else None,
+    num_layers=config.num_hidden_layers,
+    llrd_official_off_by_one=bool(cfg.llrd_official_off_by_one),
+  )
+  length = int(cfg.max_seq_length)
+
+  def init_boxed(rng):
+    return model.init(rng, jnp.zeros((1, length), jnp.int32))["params"]
+
+  results = train.train_loop(
+    workdir=seed_dir,
+    total_steps=total,
+    init_boxed_params=init_boxed,
+    loss_fn=make_loss_fn(model, job.num_labels, job.weights),
+    optimizer=optimizer,
+    data_iter=data,
+    seed=seed,
+    mesh_shape=dict(cfg.mesh),
+    sharding_rules=str(cfg.sharding_rules),
+    log_every=int(cfg.log_every),
+    checkpoint_every=int(cfg.checkpoint_every),
+    init_params=(lambda p=init_params: p) if init_params is not None else None,
+    signature={
+      "model": config.to_dict(),
+      "task": job.task.name,
+      "num_labels": job.num_labels,
+      "max_seq_length": length,
+    },
+    tokens_per_batch=int(cfg.batch_size) * length,
+    learning_rate_fn=optim.make_schedule(float(cfg.learning_rate), warmup, total),
+    eval_fn=_make_eval_fn(job, model, config, seed, seed_dir) if job.dev_splits else None,
+    eval_every=data.steps_per_epoch,
+    extra_results={"config": cfg.to_dict(), "seed": seed},
+    progress=job.progress,
+    stop_after=job.stop_after,
+  )
+  state = results.pop("state")
+  if results["status"] != "complete":
+    return _stopped_entry(results["stopped"], results["step"])
+  if jax.process_index() == 0:
+    _save_model(
+      os.path.join(seed_dir, "last"),
+      config,
+      state.params,
+      job.num_labels,
+      job.tokenizer,
+      {**job.extra, "step": results["step"]},
+    )
+  entry = _seed_entry(job, results.get("eval", {}))
+  results.update(summary=entry)
+  train.write_results(seed_dir, results)  # `summary` marks the seed finished, last/ included
+  return entry
+
+
+def _best_step(job: _Job, history: dict) -> tuple[float, int | None]:
+  """`(score, step)` of the first evaluation with the highest primary metric."""
+  best, best_step = -float("inf"), None
+  for step in sorted(history, key=int):
+    score = job.primary(history[step])
+    if score is not None and score > best:
+      best, best_step = score, int(step)
+  return best, best_step
+
+
+def _seed_entry(job: _Job, evals: dict) -> dict:
+  final_eval = evals[max(evals, key=int)] if evals else {}
+  _, best_step = _best_step(job, evals)
+  best_eval = evals[str(best_step)] if best_step is not None else final_eval
+  return {
+    "status": "complete",
+    "best_step": best_step,
+    "best": best_eval,
+    "last": final_eval,
+    "epochs": evals,
   }
 
-  per_seed = {}
-  for k in range(int(cfg.seeds)):
-    seed = int(cfg.seed) + k
-    seed_dir = os.path.join(workdir, f"seed_{seed}")
-    model, init_params, config = build(cfg, tokenizer, num_labels, seed)
-    data = EpochBatches(feats["train"], int(cfg.batch_size), seed, noise, tokenizer)
-    total = int(cfg.epochs) * data.steps_per_epoch
-    if total < 1:
-      raise ElectraError(
-        "no training steps: more examples, fewer epochs or a smaller batch size needed"
-      )
-    warmup = int(float(cfg.warmup_fraction) * total)
-    decay = float(cfg.layerwise_lr_decay)
-    optimizer = optim.make_optimizer(
-      learning_rate=float(cfg.learning_rate),
-      total_steps=total,
-      warmup_steps=warmup,
-      weight_decay=float(cfg.weight_decay),
-      eps=float(cfg.adam_eps),
-      clip_norm=float(cfg.clip_norm),
-      layerwise_lr_decay=decay if decay != 1.0 else None,
-      num_layers=config.num_hidden_layers,
-      llrd_official_off_by_one=bool(cfg.llrd_official_off_by_one),
-    )
-    predict = make_predict_fn(model, int(cfg.eval_batch_size))
-    best = {"score": -float("inf"), "step": None}
 
-    def eval_fn(
-      params, step, predict=predict, best=best, seed_dir=seed_dir, config=config, seed=seed
-    ):
-      out = {}
-      for split in dev_splits:
-        f = feats[split]
-        preds = _predictions(predict(params, f), regression)
-        m = metrics.compute_metrics(task, preds, f["labels"])
-        prefix = "" if len(dev_splits) == 1 else f"{split}/"
-        out.update({f"{prefix}{name}": value for name, value in m.items()})
-      primary = (
-        out.get(task.primary_metric, out.get(f"{dev_splits[0]}/{task.primary_metric}"))
-        if dev_splits
-        else None
-      )
-      if primary is not None and primary > best["score"] and jax.process_index() == 0:
-        best.update(score=primary, step=step)
-        _save_model(
-          os.path.join(seed_dir, "best"),
-          config,
-          params,
-          num_labels,
-          tokenizer,
-          {**extra, "step": step, "dev": out},
-        )
-      print(
-        f"[seed {seed}] step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in out.items()),
-        flush=True,
-      )
-      return out
+def _make_eval_fn(job: _Job, model, config, seed: int, seed_dir: str):
+  """`(params, step, history) -> dev metrics`; saves `best/` on a new best primary score."""
+  from electra_jax.tasks import metrics
 
-    loss_fn = make_loss_fn(model, num_labels, weights)
+  predict = make_predict_fn(model, int(job.cfg.eval_batch_size))
 
-    def init_boxed(rng, model=model):
-      return model.init(rng, jnp.zeros((1, length), jnp.int32))["params"]
-
-    results = train.train_loop(
-      workdir=seed_dir,
-      total_steps=total,
-      init_boxed_params=init_boxed,
-      loss_fn=loss_fn,
-      optimizer=optimizer,
-      data_iter=data,
-      seed=seed,
-      mesh_shape=dict(cfg.mesh),
-      sharding_rules=str(cfg.sharding_rules),
-      log_every=int(cfg.log_every),
-      checkpoint_every=int(cfg.checkpoint_every),
-      init_params=(lambda p=init_params: p) if init_params is not None else None,
-      signature={
-        "model": config.to_dict(),
-        "task": task.name,
-        "num_labels": num_labels,
-        "max_seq_length": length,
-      },
-      tokens_per_batch=int(cfg.batch_size) * length,
-      learning_rate_fn=optim.make_schedule(float(cfg.learning_rate), warmup, total),
-      eval_fn=eval_fn if dev_splits else None,
-      eval_every=data.steps_per_epoch,
-      extra_results={"config": cfg.to_dict(), "seed": seed},
-      progress=progress,
-    )
-    state = results.pop("state")
-    if jax.process_index() == 0:
+  def eval_fn(params, step, history):
+    out = {}
+    for split in job.dev_splits:
+      f = job.feats[split]
+      preds = _predictions(predict(params, f), job.regression)
+      m = metrics.compute_metrics(job.task, preds, f["labels"])
+      prefix = "" if len(job.dev_splits) == 1 else f"{split}/"
+      out.update({f"{prefix}{name}": value for name, value in m.items()})
+    primary = job.primary(out)
+    best, _ = _best_step(job, history)
+    if primary is not None and primary > best and jax.process_index() == 0:
       _save_model(
-        os.path.join(seed_dir, "last"),
+        os.path.join(seed_dir, "best"),
         config,
-        state.params,
-        num_labels,
-        tokenizer,
-        {**extra, "step": results["step"]},
+        params,
+        job.num_labels,
+        job.tokenizer,
+        {**job.extra, "step": step, "dev": out},
       )
-    evals = results.get("eval", {})
-    final_eval = evals[max(evals, key=int)] if evals else {}
-    best_eval = evals.get(str(best["step"]), final_eval) if best["step"] is not None else final_eval
-    per_seed[seed] = {
-      "best_step": best["step"],
-      "best": best_eval,
-      "last": final_eval,
-      "epochs": evals,
-    }
-
-  summary = _summarise(task, per_seed, dev_splits)
-  summary.update(config=cfg.to_dict(), task=task.name, seeds=per_seed)
-  if test_splits and jax.process_index() == 0 and summary.get("best_seed") is not None:
-    summary["test_predictions"] = _write_test_predictions(
-      cfg, workdir, task, summary["best_seed"], feats, test_splits, label_list, regression
+    print(
+      f"[seed {seed}] step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in out.items()),
+      flush=True,
     )
-  train.write_results(workdir, summary)
-  return summary
+    return out
+
+  return eval_fn
 
 
 def _save_model(path, config, params, num_labels, tokenizer, extra) -> None:
+  """Writes an electra-jax checkpoint to `path`, replacing what is there atomically.
+
+  The new copy is written beside it, then swapped in with two renames
+  (`path` → `path.old`, new → `path`); a kill between them leaves
+  `path.old`, which `_recover_swap` puts back, so `path` is always either the
+  previous or the new model, never missing or half-written.
+  """
   tmp = path + ".tmp"
   shutil.rmtree(tmp, ignore_errors=True)
   tok_tmp = path + ".tokenizer.tmp"
@@ -449,8 +615,23 @@ def _save_model(path, config, params, num_labels, tokenizer, extra) -> None:
     extra=extra,
   )
   shutil.rmtree(tok_tmp, ignore_errors=True)
-  shutil.rmtree(path, ignore_errors=True)
+  old = path + ".old"
+  shutil.rmtree(old, ignore_errors=True)
+  if os.path.exists(path):
+    os.replace(path, old)
+  faults.point("model_swap")
   os.replace(tmp, path)
+  shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover_swap(path: str) -> None:
+  """Undoes a `_save_model` interrupted between its two renames."""
+  old = path + ".old"
+  if os.path.exists(old) and not os.path.exists(path):
+    os.replace(old, path)
+  shutil.rmtree(old, ignore_errors=True)
+  shutil.rmtree(path + ".tmp", ignore_errors=True)
+  shutil.rmtree(path + ".tokenizer.tmp", ignore_errors=True)
 
 
 def _summarise(task, per_seed: dict, dev_splits) -> dict:

@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from electra_jax import optim, pretraining, sharding, train, validate
+from electra_jax import faults, optim, pretraining, sharding, train, validate
+from electra_jax import workdir as workdir_lib
 from electra_jax.config import ElectraConfig
 from electra_jax.errors import ElectraError
 
@@ -256,10 +257,23 @@ def run(
   """
   validate.check_pretrain_config(cfg, workdir)  # before anything is created or compiled
   sharding.maybe_initialize_distributed(cfg)
-  os.makedirs(workdir, exist_ok=True)
+  config = cfg.to_dict()
+  changed = workdir_lib.check_config(workdir, config, resuming=workdir_lib.has_checkpoint(workdir))
+  done = _finished(workdir, changed)
+  if done is not None:
+    return done
   tokenizer = resolve_tokenizer(cfg)
   disc_config = model_configs(cfg, tokenizer)
-  data_dir = resolve_data(cfg, workdir, tokenizer)
+  new_workdir = not os.path.exists(workdir)
+  try:
+    data_dir = resolve_data(cfg, workdir, tokenizer)
+  except ElectraError:
+    if new_workdir:  # bad raw text: leave nothing behind
+      shutil.rmtree(workdir, ignore_errors=True)
+    raise
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    workdir_lib.record_config(workdir, config, changed)
 
   from electra_jax.input_pipeline.loader import PretrainingDataset
 
@@ -333,7 +347,8 @@ def run(
     tokens_per_batch=micro_batch * length,
     learning_rate_fn=lambda step: schedule(step // accum),
     extra_results={
-      "config": cfg.to_dict(),
+      "config": config,
+      "config_history": workdir_lib.config_history(workdir),
       "data": data_dir,
       "max_predictions_per_seq": max_predictions,
     },
@@ -342,7 +357,7 @@ def run(
     devices=devices,
   )
   state = results.pop("state")
-  if results["stopped"] == "completed":
+  if results["status"] == "complete" and not _exports_present(results):
     params = state.params
     if jax.process_count() > 1:
       # Every process takes part in the gather; only process 0 writes.
@@ -355,6 +370,27 @@ def run(
       )
       train.write_results(workdir, results)
   return results
+
+
+def _exports_present(results: dict) -> bool:
+  exported = results.get("exported") or {}
+  paths = [p for part in exported.values() for p in part.values() if p]
+  return bool(paths) and all(os.path.isdir(p) for p in paths)
+
+
+def _finished(workdir: str, changed: list[str]) -> dict | None:
+  """The stored results when `workdir` holds this very run, finished and exported."""
+  stored = workdir_lib.read_results(workdir)
+  if (
+    stored is None
+    or stored.get("status") != "complete"
+    or workdir_lib.math_changes(changed)
+    or not _exports_present(stored)
+  ):
+    return None
+  if jax.process_index() == 0:
+    print(f"{workdir}: pretraining already complete at step {stored.get('step')}; nothing to do")
+  return stored
 
 
 def export_final(cfg, workdir, params, disc_config, gen_config, tokenizer, objective) -> dict:
@@ -391,6 +427,7 @@ def export_final(cfg, workdir, params, disc_config, gen_config, tokenizer, objec
       if os.path.isdir(d):
         shutil.rmtree(d)
       os.makedirs(os.path.dirname(d), exist_ok=True)
+    faults.point("export")
     pretrained.save_pretrained(
       jax_dir, config, tree, head=head, tokenizer_dir=tok_dir, extra={"objective": objective}
     )

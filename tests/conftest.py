@@ -4,7 +4,12 @@ import os
 import tempfile
 
 # Must happen before jax is imported anywhere.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# The CLI's default XLA:CPU flag (electra_jax/xla_env.py) is set here too, so
+# that a CLI run in a subprocess (which inherits XLA_FLAGS) computes bitwise
+# what the same run does in this process: the fault-injection tests mix both.
+os.environ.setdefault(
+  "XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_cpu_prefer_vector_width=512"
+)
 # Many tests compile the same small programs (train steps, forwards): a
 # persistent compilation cache shared by the test processes saves minutes on
 # 2 cores. JAX keys entries by the full HLO + compile options, so a hit is

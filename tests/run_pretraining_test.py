@@ -233,7 +233,7 @@ def _cli_args(**overrides):
 
 
 def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(tmp_path):
-  """TPU preemption: SIGTERM mid-run saves the current step and exits 0; a rerun resumes there."""
+  """TPU preemption: SIGTERM mid-run saves the current step and exits 143; a rerun resumes there."""
   # checkpoint_every > total_steps: only the SIGTERM save can write a mid-run checkpoint.
   args = [*_cli_args(total_steps=10_000, checkpoint_every=100_000), "--workdir", str(tmp_path)]
   env = dict(os.environ, XLA_FLAGS="")
@@ -248,10 +248,11 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(tmp_path):
   proc.send_signal(signal.SIGTERM)
   t0 = time.time()
   _, err = proc.communicate(timeout=60)
-  assert proc.returncode == 0, err.decode()
+  assert proc.returncode == 143, err.decode()  # 128 + SIGTERM: stopped, resumable
+  assert "Re-run the same command to resume" in err.decode()
   assert time.time() - t0 < 30  # stops at the next step, not at the end of the run
   results = json.load(open(tmp_path / "results.json"))
-  assert results["stopped"] == "SIGTERM"
+  assert results["stopped"] == "SIGTERM" and results["status"] == "stopped"
   stopped = results["step"]
   assert 3 <= stopped < 10_000
   rows = [json.loads(line) for line in open(metrics)]
@@ -259,7 +260,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(tmp_path):
   ckpts = [int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()]
   assert ckpts == [stopped]
   # The rerun (a short total so it finishes) picks up at stopped + 1.
-  rerun = _cli_args(total_steps=stopped + 2, checkpoint_every=100_000)
+  rerun = _cli_args(total_steps=stopped + 2, checkpoint_every=100_000, allow_changed="total_steps")
   subprocess.run([*rerun, "--workdir", str(tmp_path)], check=True, env=env, capture_output=True)
   rows = [json.loads(line) for line in open(metrics)]
   assert [r["step"] for r in rows] == list(range(1, stopped + 3))
