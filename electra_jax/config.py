@@ -181,64 +181,74 @@ class ElectraConfig:
     return cls(**d)
 
 
-def _preset(**kw) -> ElectraConfig:
-  return ElectraConfig(**kw)
-
-
-# Released Google checkpoints (google/electra-{small,base,large}-{discriminator,generator}).
-PRESETS: dict[str, ElectraConfig] = {
-  "small-discriminator": _preset(
+# Model shapes by size name: the one table behind `PRESETS` and the `size=`
+# argument of experiments/configs/*.py. small/base/large are the paper's
+# discriminators (Table 6; the released Google checkpoints); tiny is for CPU
+# smoke runs: the shape of the tiny pretraining run and the quickstart, whose
+# numbers experiments/results/README.md reports.
+SIZES: dict[str, ElectraConfig] = {
+  "tiny": ElectraConfig(
+    embedding_size=32,
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=256,
+  ),
+  "small": ElectraConfig(
     embedding_size=128,
     hidden_size=256,
     num_hidden_layers=12,
     num_attention_heads=4,
     intermediate_size=1024,
   ),
-  "small-generator": _preset(
-    embedding_size=128,
-    hidden_size=256,
-    num_hidden_layers=12,
-    num_attention_heads=4,
-    intermediate_size=1024,
-  ),
-  "base-discriminator": _preset(
+  "base": ElectraConfig(
     embedding_size=768,
     hidden_size=768,
     num_hidden_layers=12,
     num_attention_heads=12,
     intermediate_size=3072,
   ),
-  "base-generator": _preset(
-    embedding_size=768,
-    hidden_size=256,
-    num_hidden_layers=12,
-    num_attention_heads=4,
-    intermediate_size=1024,
-  ),
-  "large-discriminator": _preset(
+  "large": ElectraConfig(
     embedding_size=1024,
     hidden_size=1024,
     num_hidden_layers=24,
     num_attention_heads=16,
     intermediate_size=4096,
   ),
-  "large-generator": _preset(
-    embedding_size=1024,
-    hidden_size=256,
-    num_hidden_layers=24,
-    num_attention_heads=4,
-    intermediate_size=1024,
-  ),
+}
+
+# The fields a size sets; the rest (vocabulary, dropout, ...) come from the
+# tokenizer or the config file.
+SHAPE_FIELDS = (
+  "embedding_size",
+  "hidden_size",
+  "num_hidden_layers",
+  "num_attention_heads",
+  "intermediate_size",
+)
+
+
+def shape(size: str) -> dict[str, int]:
+  """The `SHAPE_FIELDS` of a size (`"tiny"`, `"small"`, ...), for config files."""
+  if size not in SIZES:
+    raise ElectraError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
+  return {name: getattr(SIZES[size], name) for name in SHAPE_FIELDS}
+
+
+# The released generators of base and large are narrower than their
+# discriminators (hidden 256, 4 heads); small's has the discriminator's shape.
+_NARROW_GENERATOR = dict(hidden_size=256, num_attention_heads=4, intermediate_size=1024)
+
+# Released Google checkpoints (google/electra-{small,base,large}-{discriminator,generator}).
+PRESETS: dict[str, ElectraConfig] = {
+  "small-discriminator": SIZES["small"],
+  "small-generator": SIZES["small"],
+  "base-discriminator": SIZES["base"],
+  "base-generator": SIZES["base"].replace(**_NARROW_GENERATOR),
+  "large-discriminator": SIZES["large"],
+  "large-generator": SIZES["large"].replace(**_NARROW_GENERATOR),
   # For tests and CPU smoke runs.
-  "tiny": _preset(
-    vocab_size=30522,
-    embedding_size=32,
-    hidden_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=128,
-    max_position_embeddings=128,
-  ),
+  "tiny": SIZES["tiny"],
 }
 
 

@@ -3,13 +3,15 @@
 `--config experiments/configs/pretrain.py:size=small --config.batch_size=64`
 is parsed by `ml_collections.config_flags` (big_vision / Flax-examples
 style); this module only wraps it so that every mistake becomes a one-line
-`ElectraError` instead of an absl traceback.
+`ElectraError` instead of an absl traceback. `parse_arg` is the config files'
+shared parser for their own argument (the `size=small` after the colon).
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Iterable, Mapping
 
 import ml_collections
 from absl import flags
@@ -26,6 +28,46 @@ def _flatten_keys(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[str]
     if isinstance(v, ml_collections.ConfigDict):
       keys.extend(_flatten_keys(v, name + "."))
   return keys
+
+
+def parse_arg(
+  arg: str | None,
+  defaults: Mapping[str, str],
+  choices: Mapping[str, Iterable[str]] | None = None,
+) -> dict[str, str]:
+  """Parses a config file's argument, `"size=tiny,objective=mlm"`, for `get_config`.
+
+  The argument picks a preset; it is not an override mechanism (that is
+  `--config.KEY=VALUE`), so a key it does not take is an error, never ignored.
+  Errors are `ValueError`s, which `load_config` reports as one line.
+
+  Args:
+    arg: the text after `:` in `--config path.py:ARG`; None or "" for defaults.
+    defaults: every key the argument takes, in the order the error lists
+      them, with its default value.
+    choices: for some keys, the values allowed (e.g. `{"size": SIZES}`).
+
+  Returns:
+    `defaults` updated with the argument's values (whitespace stripped).
+  """
+  out = dict(defaults)
+  keys = tuple(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or key not in keys:
+      close = difflib.get_close_matches(key, keys, n=1)
+      hint = f" (did you mean {close[0]!r}?)" if close and sep else ""
+      raise ValueError(
+        f"unknown argument {item.strip()!r}{hint}: the argument takes "
+        f"{', '.join(k + '=...' for k in keys)}; set any other key with --config.KEY=VALUE"
+      )
+    out[key] = value.strip()
+  for key, allowed in (choices or {}).items():
+    allowed = list(allowed)
+    if out[key] not in allowed:
+      raise ValueError(f"unknown {key} {out[key]!r}; choose from {', '.join(allowed)}")
+  return out
 
 
 def load_config(
@@ -133,7 +175,3 @@ def describe_config(cfg: ml_collections.ConfigDict) -> str:
     if not isinstance(value, ml_collections.ConfigDict):
       lines.append(f"  config.{key} = {value!r}")
   return "\n".join(lines)
-
-
-def to_dict(cfg: ml_collections.ConfigDict) -> dict:
-  return cfg.to_dict()

@@ -1,69 +1,48 @@
 """ELECTRA pretraining config: `--config experiments/configs/pretrain.py:size=small`.
 
 Presets follow the paper's Table 6 (Clark et al., 2020) for `small`, `base`
-and `large`; `tiny` is for CPU smoke runs and tests. The argument is a comma
+and `large`; `tiny` is for CPU smoke runs and tests. The model shape of each
+size comes from `electra_jax.config.SIZES`. The argument is a comma
 list of `key=value` (`size=tiny,objective=mlm`; any other key is an error).
 Every key is documented below; override any of them with
 `--config.<key>=<value>`.
 """
 
-import difflib
-
 import ml_collections
 
-# size: (embedding, hidden, layers, heads, intermediate, lr, batch, seq, steps, mask_prob, generator fraction)
-_SIZES = {
-  "tiny": (32, 64, 2, 2, 256, 5e-4, 16, 128, 300, 0.15, 0.25),
-  "small": (128, 256, 12, 4, 1024, 5e-4, 128, 128, 1_000_000, 0.15, 0.25),
-  "base": (768, 768, 12, 12, 3072, 2e-4, 256, 512, 766_000, 0.15, 1 / 3),
-  "large": (1024, 1024, 24, 16, 4096, 2e-4, 2048, 512, 400_000, 0.25, 0.25),
+from electra_jax import config as config_lib
+from electra_jax import experiment
+
+# The model shape of each size is electra_jax.config.SIZES; the training recipe is here.
+# size: (lr, batch, seq, steps, mask_prob, generator fraction)
+_RECIPES = {
+  "tiny": (5e-4, 16, 128, 300, 0.15, 0.25),
+  "small": (5e-4, 128, 128, 1_000_000, 0.15, 0.25),
+  "base": (2e-4, 256, 512, 766_000, 0.15, 1 / 3),
+  "large": (2e-4, 2048, 512, 400_000, 0.25, 0.25),
 }
-
-
-_ARG_KEYS = ("size", "objective")
-
-
-def _parse_arg(arg):
-  """`"size=tiny,objective=mlm"` -> dict; anything else is an error, never ignored."""
-  out = {"size": "small"}
-  for item in filter(None, (arg or "").split(",")):
-    key, sep, value = item.partition("=")
-    key = key.strip()
-    if not sep or key not in _ARG_KEYS:
-      close = difflib.get_close_matches(key, _ARG_KEYS, n=1)
-      hint = f" (did you mean {close[0]!r}?)" if close and sep else ""
-      raise ValueError(
-        f"unknown argument {item.strip()!r}{hint}: the argument takes "
-        f"{', '.join(k + '=...' for k in _ARG_KEYS)}; set any other key with --config.KEY=VALUE"
-      )
-    out[key] = value.strip()
-  return out
 
 
 def get_config(arg=None):
   """Returns the pretraining ConfigDict for `arg` (e.g. "size=small")."""
-  args = _parse_arg(arg)
+  args = experiment.parse_arg(
+    arg, {"size": "small", "objective": "electra"}, choices={"size": config_lib.SIZES}
+  )
   size = args["size"]
-  if size not in _SIZES:
-    raise ValueError(f"unknown size {size!r}; choose from {', '.join(_SIZES)}")
-  emb, hidden, layers, heads, ffn, lr, batch, seq, steps, mask_prob, gen = _SIZES[size]
+  lr, batch, seq, steps, mask_prob, gen = _RECIPES[size]
 
   c = ml_collections.ConfigDict()
   c.size = size
   # The training objective: electra (replaced-token detection), electra_15
   # (discriminator loss on masked positions only), replace_mlm,
   # all_tokens_mlm, or mlm (BERT-style masked LM baseline).
-  c.objective = args.get("objective", "electra")
+  c.objective = args["objective"]
 
   # Discriminator architecture (HF ElectraConfig names). The vocabulary size
   # always comes from the tokenizer.
   c.model = ml_collections.ConfigDict(
     dict(
-      embedding_size=emb,
-      hidden_size=hidden,
-      num_hidden_layers=layers,
-      num_attention_heads=heads,
-      intermediate_size=ffn,
+      **config_lib.shape(size),
       hidden_act="gelu",
       hidden_dropout_prob=0.1,
       attention_probs_dropout_prob=0.1,
