@@ -1,10 +1,9 @@
-"""GLUE metrics in numpy, the two GLUE scores, leaderboard submission files.
+"""GLUE metrics, the two GLUE scores, leaderboard submission files.
 
-Definitions follow GLUE (and scikit-learn / scipy, which the tests compare
-against): Matthews correlation (multi-class form, as
-`sklearn.metrics.matthews_corrcoef`), accuracy, binary F1 of class 1, Pearson
-and Spearman correlation (Spearman = Pearson of average ranks, ties averaged).
-Undefined values (MCC or a correlation with a constant input, F1 with no
+The metrics are scikit-learn's, SciPy's and numpy's (Matthews correlation in
+its multi-class form, accuracy, binary F1 of class 1, Pearson, Spearman with
+tied ranks averaged); this module maps tasks to them and fixes one convention:
+undefined values (MCC or a correlation with a constant input, F1 with no
 positive prediction or label) are 0.0, sklearn's MCC convention, rather than
 NaN, so that "best checkpoint" comparisons stay well defined.
 
@@ -13,11 +12,12 @@ All values are fractions in [-1, 1]; multiply by 100 for the paper's tables.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy import stats
+from sklearn import metrics as skm
 
 from electra_jax import fileio
 from electra_jax.errors import ElectraError
@@ -33,20 +33,22 @@ def _as_1d(name: str, values) -> np.ndarray:
   return array
 
 
-def _check_same_length(predictions: np.ndarray, labels: np.ndarray) -> None:
-  if predictions.shape[0] != labels.shape[0]:
-    raise ElectraError(
-      f"{predictions.shape[0]} predictions for {labels.shape[0]} labels; they must pair up"
-    )
-  if predictions.shape[0] == 0:
+def _pair(predictions, labels, dtype=None) -> tuple[np.ndarray, np.ndarray]:
+  """Both inputs as 1-D arrays of one length (> 0), or a one-line error."""
+  p, y = _as_1d("predictions", predictions), _as_1d("labels", labels)
+  if dtype is not None:
+    p, y = p.astype(dtype), y.astype(dtype)
+  if p.shape[0] != y.shape[0]:
+    raise ElectraError(f"{p.shape[0]} predictions for {y.shape[0]} labels; they must pair up")
+  if p.shape[0] == 0:
     raise ElectraError("no predictions to score; the evaluation set is empty")
+  return p, y
 
 
 def accuracy(predictions, labels) -> float:
   """Fraction of predictions equal to the labels."""
-  p, y = _as_1d("predictions", predictions), _as_1d("labels", labels)
-  _check_same_length(p, y)
-  return float(np.mean(p == y))
+  p, y = _pair(predictions, labels)
+  return float(skm.accuracy_score(y, p))
 
 
 def f1(predictions, labels, positive=1) -> float:
@@ -54,90 +56,56 @@ def f1(predictions, labels, positive=1) -> float:
 
   0.0 when there are no true positives (including no positives at all).
   """
-  p, y = _as_1d("predictions", predictions), _as_1d("labels", labels)
-  _check_same_length(p, y)
-  tp = np.sum((p == positive) & (y == positive))
-  fp = np.sum((p == positive) & (y != positive))
-  fn = np.sum((p != positive) & (y == positive))
-  denominator = 2 * tp + fp + fn
-  return float(2 * tp / denominator) if denominator else 0.0
+  p, y = _pair(predictions, labels)
+  return float(skm.f1_score(y == positive, p == positive, zero_division=0.0))
 
 
 def macro_f1(predictions, labels) -> float:
   """Unweighted mean over the label values seen (in labels or predictions) of one-vs-rest F1."""
-  p, y = _as_1d("predictions", predictions), _as_1d("labels", labels)
-  _check_same_length(p, y)
-  classes = np.union1d(p, y)
-  return float(np.mean([f1(p, y, positive=c) for c in classes]))
+  p, y = _pair(predictions, labels)
+  return float(skm.f1_score(y, p, average="macro", zero_division=0.0))
 
 
 def matthews_corrcoef(predictions, labels) -> float:
   """Matthews correlation coefficient, multi-class (Gorodkin's R_K) form.
 
-  With confusion matrix C (rows true, columns predicted), t = row sums,
-  p = column sums, c = trace, s = total:
-  (c*s - t.p) / sqrt((s^2 - p.p) (s^2 - t.t)); 0.0 when the denominator is 0
-  (e.g. every prediction the same class). Equals the binary formula for 2
-  classes.
+  0.0 when undefined (e.g. every prediction the same class), as sklearn.
   """
-  p, y = _as_1d("predictions", predictions), _as_1d("labels", labels)
-  _check_same_length(p, y)
-  classes, encoded = np.unique(np.concatenate([y, p]), return_inverse=True)
-  k = len(classes)
-  y_i, p_i = encoded[: len(y)], encoded[len(y) :]
-  confusion = np.zeros((k, k), dtype=np.float64)
-  np.add.at(confusion, (y_i, p_i), 1.0)
-  t = confusion.sum(axis=1)
-  pc = confusion.sum(axis=0)
-  c = np.trace(confusion)
-  s = confusion.sum()
-  denominator = (s * s - pc @ pc) * (s * s - t @ t)
-  if denominator == 0:
+  p, y = _pair(predictions, labels)
+  # One class in all: sklearn also returns 0.0, but warns about the
+  # confusion matrix's shape first.
+  if len(np.union1d(p, y)) < 2:
     return 0.0
-  return float((c * s - t @ pc) / math.sqrt(denominator))
+  return float(skm.matthews_corrcoef(y, p))
+
+
+def _is_constant(values: np.ndarray) -> bool:
+  return bool(np.all(values == values[0]))
 
 
 def pearson(predictions, labels) -> float:
   """Pearson correlation; 0.0 when either input is constant."""
-  x = _as_1d("predictions", predictions).astype(np.float64)
-  y = _as_1d("labels", labels).astype(np.float64)
-  _check_same_length(x, y)
-  x = x - x.mean()
-  y = y - y.mean()
-  denominator = math.sqrt(float(x @ x) * float(y @ y))
-  if denominator == 0:
+  x, y = _pair(predictions, labels, np.float64)
+  # A constant input has no correlation; numpy and SciPy return NaN (and warn).
+  if _is_constant(x) or _is_constant(y):
     return 0.0
-  # Clip: rounding can put |r| a hair above 1 for (anti-)identical inputs.
-  return float(np.clip((x @ y) / denominator, -1.0, 1.0))
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-  """1-based ranks with ties given their average rank (scipy's 'average')."""
-  order = np.argsort(values, kind="mergesort")
-  sorted_values = values[order]
-  # Start of each run of equal values in sorted order.
-  starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
-  ends = np.r_[starts[1:], len(values)]
-  run_rank = (starts + 1 + ends) / 2.0  # mean of ranks starts+1 .. ends
-  ranks = np.empty(len(values), dtype=np.float64)
-  ranks[order] = np.repeat(run_rank, ends - starts)
-  return ranks
+  # numpy's rather than `scipy.stats.pearsonr` (equal to 1e-15): pearsonr
+  # rescales first, so exactly linear inputs can come out 1 - 2e-16, not 1.0.
+  return float(np.corrcoef(x, y)[0, 1])
 
 
 def spearman(predictions, labels) -> float:
-  """Spearman rank correlation (Pearson of average ranks); 0.0 for a constant input."""
-  x = _as_1d("predictions", predictions).astype(np.float64)
-  y = _as_1d("labels", labels).astype(np.float64)
-  _check_same_length(x, y)
-  return pearson(_average_ranks(x), _average_ranks(y))
+  """Spearman rank correlation (ties get their average rank); 0.0 for a constant input."""
+  x, y = _pair(predictions, labels, np.float64)
+  if _is_constant(x) or _is_constant(y):
+    return 0.0
+  return float(stats.spearmanr(x, y).statistic)
 
 
 def mse(predictions, labels) -> float:
   """Mean squared error."""
-  x = _as_1d("predictions", predictions).astype(np.float64)
-  y = _as_1d("labels", labels).astype(np.float64)
-  _check_same_length(x, y)
-  return float(np.mean((x - y) ** 2))
+  x, y = _pair(predictions, labels, np.float64)
+  return float(skm.mean_squared_error(y, x))
 
 
 METRICS = {
