@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import jax
 import orbax.checkpoint as ocp
 
 from electra_jax.errors import ElectraError
@@ -40,9 +39,6 @@ class Checkpointer:
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
-
-  def all_steps(self) -> list[int]:
-    return list(self._manager.all_steps())
 
   def should_save(self, step: int) -> bool:
     # Only on the interval: Orbax's default policy also saves the first step of
@@ -84,10 +80,3 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
-
-
-def abstract_like(tree: Any) -> Any:
-  """`jax.ShapeDtypeStruct`s (with shardings) for a pytree of arrays."""
-  return jax.tree.map(
-    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(a, "sharding", None)), tree
-  )

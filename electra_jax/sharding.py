@@ -23,10 +23,9 @@ padding it silently would change the loss.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -313,10 +312,3 @@ def maybe_initialize_distributed(cfg: Mapping[str, Any] | Any | None = None) -> 
       "outside Cloud TPU/SLURM set coordinator_address, num_processes and process_id"
     ) from None
   return True
-
-
-@contextlib.contextmanager
-def rules_and_mesh(mesh: Mesh, rules: Rules) -> Iterator[None]:
-  """Both contexts at once: ambient mesh and logical-axis rules."""
-  with mesh_context(mesh), nn.logical_axis_rules(rules):
-    yield

@@ -475,7 +475,7 @@ def test_sharded_loss_and_grads_equal_single_device():
     lambda r: model.init(r, *pt.init_inputs(1, LENGTH, P)), jax.random.key(0)
   )
   shardings = sharding.param_shardings(abstract["params"], mesh, rules)
-  with sharding.rules_and_mesh(mesh, rules):
+  with sharding.mesh_context(mesh), nn.logical_axis_rules(rules):
     placed = jax.device_put(params, shardings)
     sharded_batch = sharding.shard_batch(batch, sharding.batch_sharding(mesh, rules))
     (s_loss, s_metrics), s_grads = fn(placed, sharded_batch, rng, True)

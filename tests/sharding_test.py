@@ -2,6 +2,7 @@
 
 import logging
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -145,7 +146,7 @@ def test_sharded_forward_equals_single_device(preset):
   mesh = sharding.make_mesh(MESHES[preset])
   rules = sharding.logical_axis_rules(preset)
   shardings = sharding.param_shardings(_abstract(model), mesh, rules)
-  with sharding.rules_and_mesh(mesh, rules):
+  with sharding.mesh_context(mesh), nn.logical_axis_rules(rules):
     placed = jax.device_put(params, shardings)
     arrays = sharding.shard_batch(batch, sharding.batch_sharding(mesh, rules))
     # Batch split over every data-parallel device: 8 ways, or 4 when `model` takes 2.
