@@ -12,19 +12,11 @@ import argparse
 import os
 import sys
 
-from electra_jax import xla_env
+from electra_jax import heads, xla_env
 from electra_jax.errors import ElectraError
 
-_CONVERT_HEADS = (
-  "auto",
-  "none",
-  "pretraining",
-  "masked_lm",
-  "sequence_classification",
-  "question_answering",
-  "token_classification",
-  "multiple_choice",
-)
+# `none` stands for the bare encoder (head None), which has no name of its own.
+_CONVERT_HEADS = ("auto", "none", *(h for h in heads.HEADS if h is not None))
 
 
 def _add_convert(sub):
@@ -66,7 +58,7 @@ def _add_convert(sub):
 
 
 def _run_convert(args):
-  from electra_jax import convert
+  from electra_jax import pretrained
 
   if args.to_hf and args.head != "auto":
     raise ElectraError(
@@ -74,9 +66,9 @@ def _run_convert(args):
     )
   head = None if args.head == "none" else args.head
   if args.from_hf:
-    dst = convert.convert_from_hf(args.from_hf, args.out, head=head)
+    dst = pretrained.convert_from_hf(args.from_hf, args.out, head=head)
   else:
-    dst = convert.convert_to_hf(args.to_hf, args.out)
+    dst = pretrained.convert_to_hf(args.to_hf, args.out)
   print(f"wrote {dst}")
 
 

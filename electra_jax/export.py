@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from electra_jax import convert, hf_files, predict, serving
+from electra_jax import hf_files, predict, serving, trees
 from electra_jax.errors import ElectraError
 
 DEFAULT_PLATFORMS = ("cpu",)
@@ -41,7 +41,7 @@ DEFAULT_PLATFORMS = ("cpu",)
 def _flat_params(params) -> dict[str, np.ndarray]:
   import jax
 
-  return {k: np.asarray(v) for k, v in convert.flatten(jax.device_get(params)).items()}
+  return {k: np.asarray(v) for k, v in trees.flatten(jax.device_get(params)).items()}
 
 
 def export_model(
@@ -91,7 +91,7 @@ def export_model(
 
   def serve(flat_params, input_ids, attention_mask, token_type_ids):
     logits = module.apply(
-      {"params": convert.unflatten(flat_params)},
+      {"params": trees.unflatten(flat_params)},
       input_ids,
       attention_mask=attention_mask,
       token_type_ids=token_type_ids,

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from electra_jax.config import ElectraConfig
+from electra_jax.heads import HEADS as HEAD_REGISTRY
+from electra_jax.heads import check_head
 
 Array = jax.Array
 Dtype = Any
@@ -675,14 +677,10 @@ class SequenceSummary(nn.Module):
     return nn.Dropout(self.last_dropout)(x, deterministic=deterministic)
 
 
+# Head name -> Linen class, for every head in the registry (`heads.HEADS`
+# names each head's class; a name with no class here fails at import).
 HEADS: dict[str | None, type[nn.Module]] = {
-  None: ElectraModel,
-  "pretraining": ElectraForPreTraining,
-  "masked_lm": ElectraForMaskedLM,
-  "sequence_classification": ElectraForSequenceClassification,
-  "question_answering": ElectraForQuestionAnswering,
-  "token_classification": ElectraForTokenClassification,
-  "multiple_choice": ElectraForMultipleChoice,
+  name: globals()[head.module_class] for name, head in HEAD_REGISTRY.items()
 }
 
 
@@ -696,12 +694,8 @@ def build_model(
   remat: bool = False,
   **head_kwargs,
 ) -> nn.Module:
-  """Returns the Linen module for `head` (see `HEADS`)."""
-  if head not in HEADS:
-    from electra_jax.errors import ElectraError
-
-    raise ElectraError(f"unknown head {head!r}: choose one of {', '.join(str(h) for h in HEADS)}")
-  cls = HEADS[head]
+  """Returns the Linen module for `head` (see `heads.HEADS`)."""
+  cls = HEADS[check_head(head).name]
   return cls(
     config,
     dtype=dtype,

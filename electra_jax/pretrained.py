@@ -2,7 +2,8 @@
 
 Two directory formats are read:
   - a HF `transformers` directory: `config.json` + `model.safetensors` (or
-    `pytorch_model.bin`), converted on the fly by `convert.py`;
+    `pytorch_model.bin`), read by `load_hf` and mapped by the rule table in
+    `convert.py`; `save_hf` writes one;
   - an electra-jax checkpoint directory, as `save_pretrained` writes it:
       electra_jax.json   {"format": "electra-jax", "version": 1,
                           "config": {...}, "head": ..., "head_kwargs": {...},
@@ -12,6 +13,9 @@ Two directory formats are read:
 
 Loading with a head other than the checkpoint's keeps the encoder weights
 and initialises the missing head params afresh (logged), unless `strict`.
+
+`convert_from_hf` / `convert_to_hf` turn one format into the other (the
+`electra-jax convert` subcommand).
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from electra_jax import convert, hf_files
+from electra_jax import convert, hf_files, trees
 from electra_jax.config import ElectraConfig
 from electra_jax.errors import ElectraError
+from electra_jax.heads import check_head
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +94,7 @@ def save_pretrained(
     config: the architecture.
     params: the param pytree of `build_model(config, head, **head_kwargs)`,
       per-layer or scanned (stored per-layer), on any devices.
-    head: the head `params` belong to (see `model.HEADS`).
+    head: the head `params` belong to (see `heads.HEADS`).
     head_kwargs: the head's extra arguments, e.g. `{"num_labels": 3}`.
     tokenizer_dir: a directory whose tokenizer files (vocab.txt,
       tokenizer.json, ...) are copied along.
@@ -105,16 +110,11 @@ def save_pretrained(
 
   head_kwargs = dict(head_kwargs or {})
   extra = dict(extra or {})
-  if head not in convert.HEAD_RULES:
-    raise ElectraError(
-      f"unknown head {head!r}: choose one of {', '.join(map(str, convert.HEAD_RULES))}"
-    )
+  check_head(head)
   out = hf_files.prepare_output_dir(path)
   # Gather to host numpy: the stored tree must not depend on the device layout.
-  host = jax.tree.map(np.asarray, jax.device_get(convert.unrolled(params, config)))
-  convert.check_shapes(
-    convert.flatten(host), convert.expected_shapes(config, head, **head_kwargs), head
-  )
+  host = jax.tree.map(np.asarray, jax.device_get(trees.unrolled(params, config)))
+  trees.check_shapes(trees.flatten(host), trees.expected_shapes(config, head, **head_kwargs), head)
   meta = {
     "format": FORMAT,
     "version": VERSION,
@@ -153,8 +153,7 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     raise ElectraError(
       f"{file} has format version {meta.get('version')!r}; this electra-jax reads version {VERSION}"
     )
-  if meta.get("head") not in convert.HEAD_RULES:
-    raise ElectraError(f"{file}: unknown head {meta.get('head')!r}")
+  check_head(meta.get("head"), where=file)
   return meta
 
 
@@ -184,8 +183,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     raise ElectraError(f"cannot restore {params_dir}: {hf_files.one_line(e)}") from None
   head = meta["head"]
   head_kwargs = dict(meta.get("head_kwargs") or {})
-  convert.check_shapes(
-    convert.flatten(params), convert.expected_shapes(config, head, **head_kwargs), head
+  trees.check_shapes(
+    trees.flatten(params), trees.expected_shapes(config, head, **head_kwargs), head
   )
   return Checkpoint(config, head, head_kwargs, params, dict(meta.get("extra") or {}))
 
@@ -249,6 +248,37 @@ def from_pretrained(
   dtype = jnp.float32 if dtype is None else dtype
   param_dtype = jnp.float32 if param_dtype is None else param_dtype
   path = os.fspath(path)
+  loaded = _load_for_head(path, head, strict, head_kwargs)
+  config, head, kwargs, params = loaded.config, loaded.head, loaded.head_kwargs, loaded.params
+  model = model_lib.build_model(
+    config, head, dtype=dtype, param_dtype=param_dtype, scan_layers=False, remat=remat, **kwargs
+  )
+  if loaded.missing:
+    params = _init_missing(model, loaded, path, seed)
+  params = jax.tree.map(lambda a: jnp.asarray(a, dtype=param_dtype), params)
+  if scan_layers:
+    params = model_lib.layers_to_scan(params, config.num_hidden_layers)
+    model = model_lib.build_model(
+      config, head, dtype=dtype, param_dtype=param_dtype, scan_layers=True, remat=remat, **kwargs
+    )
+  return model, params
+
+
+class _Loaded(NamedTuple):
+  """Host params for the head `from_pretrained` was asked for, before a model is built."""
+
+  config: ElectraConfig
+  head: str | None
+  head_kwargs: dict[str, Any]
+  params: dict
+  missing: list[str]  # head params the checkpoint lacks, to initialise afresh
+  asked_for: bool  # whether the caller asked for a head other than the checkpoint's own
+
+
+def _load_for_head(
+  path: str, head: str | None, strict: bool, head_kwargs: Mapping[str, Any]
+) -> _Loaded:
+  """Reads either directory format and fits its params to `head` (see `from_pretrained`)."""
   if not os.path.exists(path):
     raise ElectraError(
       f"{path} does not exist: pass a HF model directory or an electra-jax checkpoint"
@@ -259,50 +289,42 @@ def from_pretrained(
     )
   if is_checkpoint_dir(path):
     ckpt = load_checkpoint(path)
-    config = ckpt.config
     head = ckpt.head if head == "auto" else head
     kwargs = dict(ckpt.head_kwargs) if head == ckpt.head else {}
     kwargs.update(head_kwargs)
     if head == ckpt.head and kwargs == ckpt.head_kwargs:
-      params, missing = ckpt.params, []
-    else:
-      params, report = _fit_head(ckpt.params, config, ckpt.head, head, kwargs, strict)
-      missing = report.missing
-      # Reached only for a head or head size other than the saved one: asked for.
-      _log_dropped(report.unexpected, path, head, asked_for=True)
-  elif os.path.isfile(os.path.join(path, "config.json")):
-    hf = convert.load_hf(path, head, strict=strict, head_kwargs=head_kwargs)
+      return _Loaded(ckpt.config, head, kwargs, ckpt.params, [], True)
+    params, report = _fit_head(ckpt.params, ckpt.config, ckpt.head, head, kwargs, strict)
+    # Reached only for a head or head size other than the saved one: asked for.
+    _log_dropped(report.unexpected, path, head, asked_for=True)
+    return _Loaded(ckpt.config, head, kwargs, params, report.missing, True)
+  if os.path.isfile(os.path.join(path, "config.json")):
+    hf = load_hf(path, head, strict=strict, head_kwargs=head_kwargs)
     asked_for = bool(head_kwargs) or (head != "auto" and hf.head != _own_hf_head(path))
-    config, head, kwargs, params = hf.config, hf.head, hf.head_kwargs, hf.params
-    missing = hf.report.missing
-    _log_dropped(hf.report.unexpected, path, head, asked_for=asked_for)
-  else:
-    raise ElectraError(
-      f"no config.json or {CHECKPOINT_FILE} in {path}: pass a HF model directory or an electra-jax checkpoint"
-    )
-
-  model = model_lib.build_model(
-    config, head, dtype=dtype, param_dtype=param_dtype, scan_layers=False, remat=remat, **kwargs
+    _log_dropped(hf.report.unexpected, path, hf.head, asked_for=asked_for)
+    return _Loaded(hf.config, hf.head, hf.head_kwargs, hf.params, hf.report.missing, asked_for)
+  raise ElectraError(
+    f"no config.json or {CHECKPOINT_FILE} in {path}: pass a HF model directory or an electra-jax checkpoint"
   )
-  if missing:
-    log.warning(
-      "%s has no weights for %d params of head %r; initialised them afresh (fine-tune before use): %s",
-      path,
-      len(missing),
-      head,
-      convert.format_keys(missing),
-    )
-    fresh = convert.flatten(model_lib.init_params(model, jax.random.key(seed)))
-    flat = convert.flatten(params)
-    flat.update({p: fresh[p] for p in missing})
-    params = convert.unflatten(flat)
-  params = jax.tree.map(lambda a: jnp.asarray(a, dtype=param_dtype), params)
-  if scan_layers:
-    params = model_lib.layers_to_scan(params, config.num_hidden_layers)
-    model = model_lib.build_model(
-      config, head, dtype=dtype, param_dtype=param_dtype, scan_layers=True, remat=remat, **kwargs
-    )
-  return model, params
+
+
+def _init_missing(model, loaded: _Loaded, path: str, seed: int) -> dict:
+  """`loaded.params` with the head params it lacks initialised afresh from `seed`."""
+  import jax
+
+  from electra_jax import model as model_lib
+
+  log.warning(
+    "%s has no weights for %d params of head %r; initialised them afresh (fine-tune before use): %s",
+    path,
+    len(loaded.missing),
+    loaded.head,
+    trees.format_keys(loaded.missing),
+  )
+  fresh = trees.flatten(model_lib.init_params(model, jax.random.key(seed)))
+  flat = trees.flatten(loaded.params)
+  flat.update({p: fresh[p] for p in loaded.missing})
+  return trees.unflatten(flat)
 
 
 def _own_hf_head(path: str) -> str | None:
@@ -327,5 +349,145 @@ def _log_dropped(unexpected, path, head, *, asked_for: bool) -> None:
       path,
       len(unexpected),
       head,
-      convert.format_keys(unexpected),
+      trees.format_keys(unexpected),
     )
+
+
+# -- HF directories ---------------------------------------------------------------
+
+
+class HFCheckpoint(NamedTuple):
+  """A HF directory read into our terms."""
+
+  config: ElectraConfig
+  head: str | None
+  head_kwargs: dict[str, Any]
+  params: dict  # nested numpy arrays, unrolled layers
+  extra: dict[str, Any]  # label maps
+  report: convert.ConversionReport
+
+
+def load_hf(
+  path: str | os.PathLike,
+  head: str | None = "auto",
+  *,
+  strict: bool = True,
+  head_kwargs: Mapping[str, Any] | None = None,
+) -> HFCheckpoint:
+  """Reads a HF ELECTRA directory (config + weights) into our config and params.
+
+  Args:
+    path: HF directory (`config.json` + `model.safetensors` / `pytorch_model.bin`).
+    head: our head name, or "auto" for the one `architectures` names.
+    strict: see `convert.hf_to_params`.
+    head_kwargs: overrides of what the HF config implies (e.g. `num_labels`).
+
+  Returns:
+    An `HFCheckpoint`.
+  """
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise ElectraError(f"{path} does not exist: point at a HF model directory")
+  if not os.path.isdir(path):
+    raise ElectraError(f"{path} is not a directory: point at a HF model directory")
+  hf_config = hf_files.read_hf_config(path)
+  config = ElectraConfig.from_hf(hf_config)
+  state_dict = hf_files.load_hf_state_dict(path)
+  if head == "auto":
+    head = convert.detect_head(hf_config, state_dict.keys())
+  kwargs = convert.head_kwargs_from_hf(hf_config, head)
+  kwargs.update(head_kwargs or {})
+  params, report = convert.hf_to_params(state_dict, config, head, strict=strict, head_kwargs=kwargs)
+  extra = convert.label_maps(hf_config) if check_head(head).labeled else {}
+  if extra.get("id2label") and len(extra["id2label"]) != kwargs.get("num_labels"):
+    extra = {}  # the caller asked for another label count; the names no longer apply
+  return HFCheckpoint(config, head, kwargs, params, extra, report)
+
+
+def save_hf(
+  out: str | os.PathLike,
+  config: ElectraConfig,
+  params: Mapping,
+  head: str | None,
+  *,
+  head_kwargs: Mapping[str, Any] | None = None,
+  extra: Mapping[str, Any] | None = None,
+  tokenizer_dir: str | os.PathLike | None = None,
+) -> str:
+  """Writes a HF directory: `config.json` + `model.safetensors` (+ tokenizer files).
+
+  Written to a temporary sibling and renamed at the end, so a failure leaves
+  nothing half-written.
+
+  Returns:
+    The output directory.
+  """
+  from safetensors.numpy import save_file
+
+  out = hf_files.prepare_output_dir(out)
+  # Validate before writing anything: the params must be what the head expects.
+  flat = trees.flatten(trees.unrolled(params, config))
+  trees.check_shapes(flat, trees.expected_shapes(config, head, **dict(head_kwargs or {})), head)
+  state_dict = convert.params_to_hf(params, config, head)
+  hf_config = convert.hf_config_dict(config, head, head_kwargs, extra)
+  with hf_files.staged_dir(out) as tmp:
+    with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
+      json.dump(hf_config, f, indent=2, sort_keys=True)
+    save_file(state_dict, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+    hf_files.copy_tokenizer_files(tokenizer_dir, tmp)
+  return out
+
+
+def convert_from_hf(
+  src: str | os.PathLike, out: str | os.PathLike, head: str | None = "auto"
+) -> str:
+  """HF directory -> electra-jax checkpoint directory (config, Orbax params, tokenizer).
+
+  Args:
+    src: HF directory.
+    out: new electra-jax checkpoint directory (must not exist or be empty).
+    head: our head name, or "auto" (from `architectures`); `None` keeps the
+      encoder of any checkpoint and drops its head.
+
+  Returns:
+    The output directory.
+  """
+  out = hf_files.prepare_output_dir(out)
+  # Asking for the bare encoder drops a head on purpose; any other mismatch is an error.
+  ckpt = load_hf(src, head, strict=head is not None)
+  for key in ckpt.report.skipped:
+    log.info("skipped %s (buffer or tied weight)", key)
+  if ckpt.report.unexpected:  # only with head=None (strict otherwise): asked for
+    log.info("dropped head weights: %s", trees.format_keys(ckpt.report.unexpected))
+  return save_pretrained(
+    out,
+    ckpt.config,
+    ckpt.params,
+    head=ckpt.head,
+    head_kwargs=ckpt.head_kwargs,
+    tokenizer_dir=src,
+    extra=ckpt.extra,
+  )
+
+
+def convert_to_hf(src: str | os.PathLike, out: str | os.PathLike) -> str:
+  """electra-jax checkpoint directory -> HF directory (`config.json` + `model.safetensors`).
+
+  Args:
+    src: electra-jax checkpoint directory (as `save_pretrained` writes).
+    out: new HF directory (must not exist or be empty).
+
+  Returns:
+    The output directory.
+  """
+  out = hf_files.prepare_output_dir(out)
+  ckpt = load_checkpoint(src)
+  return save_hf(
+    out,
+    ckpt.config,
+    ckpt.params,
+    ckpt.head,
+    head_kwargs=ckpt.head_kwargs,
+    extra=ckpt.extra,
+    tokenizer_dir=src,
+  )

@@ -395,8 +395,8 @@ def _finished(workdir: str, changed: list[str]) -> dict | None:
 
 def export_final(cfg, workdir, params, disc_config, gen_config, tokenizer, objective) -> dict:
   """Writes electra-jax and HF copies of the discriminator and generator."""
-  from electra_jax import convert, pretrained
   from electra_jax import model as model_lib
+  from electra_jax import pretrained
 
   params = jax.device_get(params)
   if cfg.scan_layers:
@@ -432,7 +432,7 @@ def export_final(cfg, workdir, params, disc_config, gen_config, tokenizer, objec
       jax_dir, config, tree, head=head, tokenizer_dir=tok_dir, extra={"objective": objective}
     )
     if cfg.export_hf:
-      convert.convert_to_hf(jax_dir, hf_dir)
+      pretrained.convert_to_hf(jax_dir, hf_dir)
     out[name] = {"electra_jax": jax_dir, "hf": hf_dir if cfg.export_hf else None}
   shutil.rmtree(tok_dir, ignore_errors=True)
   return out

@@ -16,7 +16,7 @@ from hf_reference import (
   state_dict_numpy,
 )
 
-from electra_jax import convert
+from electra_jax import convert, pretrained, trees
 from electra_jax import model as model_lib
 from electra_jax.config import ElectraConfig
 from electra_jax.errors import ElectraError
@@ -69,7 +69,7 @@ def test_save_hf_loads_in_transformers_without_missing_keys(head, tmp_path):
   hf = hf_model(head, "square")
   model, params, config, _ = _ours(hf, head)
   kwargs = convert.head_kwargs_from_hf(hf.config.to_dict(), head)
-  out = convert.save_hf(tmp_path / "hf", config, params, head, head_kwargs=kwargs)
+  out = pretrained.save_hf(tmp_path / "hf", config, params, head, head_kwargs=kwargs)
   assert sorted(os.listdir(out)) == ["config.json", "model.safetensors"]
   reloaded, info = getattr(transformers, HF_CLASS[head]).from_pretrained(
     out, output_loading_info=True
@@ -85,13 +85,13 @@ def test_scanned_params_export_like_unrolled(tmp_path):
   hf = hf_model("pretraining", "factorized")
   _, params, config, _ = _ours(hf, "pretraining")
   scanned = model_lib.layers_to_scan(params, config.num_hidden_layers)
-  assert convert.is_scanned(scanned) and not convert.is_scanned(params)
+  assert trees.is_scanned(scanned) and not trees.is_scanned(params)
   a = convert.params_to_hf(params, config, "pretraining")
   b = convert.params_to_hf(scanned, config, "pretraining")
   assert set(a) == set(b)
   for k in a:
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-  out = convert.save_hf(tmp_path / "hf", config, scanned, "pretraining")
+  out = pretrained.save_hf(tmp_path / "hf", config, scanned, "pretraining")
   reloaded = transformers.ElectraForPreTraining.from_pretrained(out)
   for k, v in hf.state_dict().items():
     assert torch.equal(v, reloaded.state_dict()[k]), k
@@ -208,6 +208,6 @@ def test_detect_head_refuses_unknown_architecture():
 def test_generator_checkpoint_converts_to_masked_lm(tmp_path):
   hf = hf_model("masked_lm", "factorized", hidden_size=16, intermediate_size=20)
   hf.save_pretrained(tmp_path / "gen")
-  ckpt = convert.load_hf(tmp_path / "gen")
+  ckpt = pretrained.load_hf(tmp_path / "gen")
   assert ckpt.head == "masked_lm"
   assert "generator_lm_head" in ckpt.params

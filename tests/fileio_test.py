@@ -159,9 +159,9 @@ def test_save_pretrained_follows_a_stricter_umask(umask, tmp_path):
 
 def test_convert_to_hf_modes(umask, tiny_checkpoint, tmp_path):
   # Pretraining's export/ directory.
-  from electra_jax import convert
+  from electra_jax import pretrained
 
-  _assert_usual_modes(convert.convert_to_hf(tiny_checkpoint, tmp_path / "hf"))
+  _assert_usual_modes(pretrained.convert_to_hf(tiny_checkpoint, tmp_path / "hf"))
 
 
 def test_export_modes(umask, tiny_checkpoint, tmp_path):

@@ -13,6 +13,8 @@ import os
 import numpy as np
 import pytest
 
+from electra_jax.heads import HEADS as HEAD_REGISTRY
+
 
 def require_hf():
   """Returns (torch, transformers), skipping the calling test when either is missing."""
@@ -23,25 +25,9 @@ def require_hf():
   return torch, transformers
 
 
-HEADS = (
-  None,
-  "pretraining",
-  "masked_lm",
-  "sequence_classification",
-  "question_answering",
-  "token_classification",
-  "multiple_choice",
-)
-
-HF_CLASS = {
-  None: "ElectraModel",
-  "pretraining": "ElectraForPreTraining",
-  "masked_lm": "ElectraForMaskedLM",
-  "sequence_classification": "ElectraForSequenceClassification",
-  "question_answering": "ElectraForQuestionAnswering",
-  "token_classification": "ElectraForTokenClassification",
-  "multiple_choice": "ElectraForMultipleChoice",
-}
+# Every registered head, and the HF class each converts to and from.
+HEADS = tuple(HEAD_REGISTRY)
+HF_CLASS = {name: head.hf_architecture for name, head in HEAD_REGISTRY.items()}
 
 # Tiny HF configs. "factorized": embedding_size != hidden_size (embeddings_project
 # exists), like the released small/generator models; "square": equal, like base.

@@ -14,7 +14,7 @@ from hf_reference import HEADS, batch, hf_model, hf_output, jax_output, require_
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from electra_jax import convert
+from electra_jax import convert, heads
 from electra_jax import model as model_lib
 from electra_jax.config import ACTIVATIONS, ElectraConfig
 
@@ -194,7 +194,7 @@ def test_masked_positions_select_rows_of_full_logits():
 
 @pytest.mark.parametrize("head", HEADS, ids=str)
 def test_output_shapes(head):
-  kwargs = {"num_labels": 5} if head in convert.LABELED_HEADS else {}
+  kwargs = {"num_labels": 5} if head in heads.LABELED_HEADS else {}
   model = model_lib.build_model(TINY, head, **kwargs)
   params = model_lib.init_params(model, jax.random.key(0))
   inputs = batch(head, TINY.vocab_size, batch_size=2, length=7, choices=4)

@@ -14,8 +14,8 @@ import pytest
 from hf_reference import batch, hf_model, hf_output, jax_output, require_hf, save_bin
 
 import electra_jax
-from electra_jax import convert
 from electra_jax import model as model_lib
+from electra_jax import pretrained, trees
 from electra_jax.errors import ElectraError
 
 PARITY_ATOL = 1e-5
@@ -79,7 +79,7 @@ def test_from_pretrained_reads_pytorch_bin(tmp_path):
 def test_save_then_load_electra_jax_checkpoint(hf_cls_dir, tmp_path):
   hf, path = hf_cls_dir
   model, params = electra_jax.from_pretrained(path)
-  ckpt = convert.load_hf(path)
+  ckpt = pretrained.load_hf(path)
   out = electra_jax.save_pretrained(
     tmp_path / "ej",
     model.config,
@@ -140,7 +140,7 @@ def test_scan_layers_from_pretrained(hf_cls_dir):
   _, path = hf_cls_dir
   model, params = electra_jax.from_pretrained(path)
   smodel, sparams = electra_jax.from_pretrained(path, scan_layers=True)
-  assert convert.is_scanned(sparams)
+  assert trees.is_scanned(sparams)
   inputs = batch("sequence_classification", 99)
   np.testing.assert_allclose(
     jax_output(smodel, sparams, "sequence_classification", inputs),

@@ -471,9 +471,9 @@ def test_export_for_another_platform_is_refused_on_load(classifier, tmp_path):
 
 
 def test_hf_classifier_directory_predicts_like_its_checkpoint(classifier, tmp_path):
-  from electra_jax import convert
+  from electra_jax import pretrained
 
-  hf_dir = convert.convert_to_hf(classifier, tmp_path / "hf")
+  hf_dir = pretrained.convert_to_hf(classifier, tmp_path / "hf")
   texts = ["good film", "a dull , long movie"]
   from_hf = predict.load_predictor(hf_dir).predict(texts)
   live = predict.load_predictor(classifier).predict(texts)
