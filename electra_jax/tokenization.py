@@ -30,7 +30,7 @@ import hashlib
 import itertools
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -734,20 +734,44 @@ def train_sentencepiece(
   Returns:
     the trained tokenizer.
   """
-  import io
-
-  import sentencepiece as spm
-
-  from electra_jax.input_pipeline import sources
-
   if model_type not in ("unigram", "bpe"):
     raise ElectraError(f"model_type must be unigram or bpe, not {model_type!r}")
   if vocab_size <= len(SPECIAL_TOKENS) + 1:
     raise ElectraError(f"vocab_size={vocab_size} is too small: use at least a few hundred")
-  # The same reader as prepare-pretraining, so the vocabulary is learnt on
-  # the text the model will see (WikiText headings dropped, paragraphs split
-  # into sentences). A generator: the corpus is streamed (SentencePiece
-  # samples `max_sentences` lines itself), not held as a Python list.
+  lines, read_error = _training_lines(inputs, encoding_errors)
+  model = _train_sentencepiece_model(
+    lines,
+    read_error,
+    seed=seed,
+    vocab_size=vocab_size,
+    model_type=model_type,
+    character_coverage=character_coverage,
+    normalization_rule_name="nmt_nfkc_cf" if lowercase else "nmt_nfkc",
+    input_sentence_size=max_sentences,
+    num_threads=num_threads or os.cpu_count() or 1,
+  )
+  tokenizer = SentencePieceTokenizer(model, source="trained model")
+  out_dir = os.fspath(out_dir)
+  tokenizer.save(out_dir)
+  # A readable piece list next to the model, as spm_train writes.
+  with open(os.path.join(out_dir, "spiece.vocab"), "w", encoding="utf-8") as f:
+    for i in range(tokenizer.vocab_size):
+      f.write(f"{tokenizer.convert_ids_to_tokens(i)}\t{tokenizer._sp.get_score(i)}\n")
+  return tokenizer
+
+
+def _training_lines(
+  inputs: Sequence[str], encoding_errors: str
+) -> tuple[Iterator[str], list[ElectraError]]:
+  """The corpus's lines for SentencePiece, and a list that receives a read error.
+
+  The same reader as prepare-pretraining, so the vocabulary is learnt on the
+  text the model will see (WikiText headings dropped, paragraphs split into
+  sentences). A generator: the corpus is streamed (SentencePiece samples
+  `max_sentences` lines itself), not held as a Python list.
+  """
+  from electra_jax.input_pipeline import sources
+
   corpus = sources.LocalTextSource(inputs, errors=encoding_errors)
   lines = (line for doc in corpus for line in doc)
   first = next(lines, None)
@@ -763,17 +787,23 @@ def train_sentencepiece(
     except ElectraError as e:
       read_error.append(e)
 
-  lines = guarded(itertools.chain([first], lines))
+  return guarded(itertools.chain([first], lines)), read_error
+
+
+def _train_sentencepiece_model(
+  lines: Iterator[str], read_error: list[ElectraError], *, seed: int, **options
+) -> bytes:
+  """Runs the SentencePiece trainer with ELECTRA's special tokens; the model's bytes."""
+  import io
+
+  import sentencepiece as spm
+
   model = io.BytesIO()
   spm.set_random_generator_seed(seed)
   try:
     spm.SentencePieceTrainer.train(
       sentence_iterator=lines,
       model_writer=model,
-      vocab_size=vocab_size,
-      model_type=model_type,
-      character_coverage=character_coverage,
-      normalization_rule_name="nmt_nfkc_cf" if lowercase else "nmt_nfkc",
       pad_id=0,
       pad_piece="[PAD]",
       unk_id=1,
@@ -783,10 +813,9 @@ def train_sentencepiece(
       eos_id=3,
       eos_piece="[SEP]",
       control_symbols=["[MASK]"],
-      input_sentence_size=max_sentences,
       shuffle_input_sentence=True,
-      num_threads=num_threads or os.cpu_count() or 1,
       minloglevel=2,
+      **options,
     )
   except RuntimeError as e:
     if read_error:
@@ -796,11 +825,4 @@ def train_sentencepiece(
     raise ElectraError(f"SentencePiece training failed: {msg}") from None
   if read_error:
     raise read_error[0]
-  tokenizer = SentencePieceTokenizer(model.getvalue(), source="trained model")
-  out_dir = os.fspath(out_dir)
-  tokenizer.save(out_dir)
-  # A readable piece list next to the model, as spm_train writes.
-  with open(os.path.join(out_dir, "spiece.vocab"), "w", encoding="utf-8") as f:
-    for i in range(tokenizer.vocab_size):
-      f.write(f"{tokenizer.convert_ids_to_tokens(i)}\t{tokenizer._sp.get_score(i)}\n")
-  return tokenizer
+  return model.getvalue()

@@ -188,96 +188,36 @@ def prepare_pretraining_data(
   Returns:
     the manifest (also written to `out_dir/manifest.json`).
   """
-  from array_record.python.array_record_module import ArrayRecordWriter
-
   from electra_jax import tokenization
 
   if not isinstance(tokenizer, tokenization.Tokenizer):
     tokenizer = tokenization.load_tokenizer(tokenizer)
-  if max_seq_length < pretraining_data.MIN_TARGET_LENGTH:
-    raise ElectraError(
-      f"max_seq_length={max_seq_length} is too short: use at least 5 (128 is usual)"
-    )
-  if max_position_embeddings is not None and max_seq_length > max_position_embeddings:
-    raise ElectraError(
-      f"max_seq_length={max_seq_length} exceeds the model's max_position_embeddings="
-      f"{max_position_embeddings}: lower --max-seq-length"
-    )
-  if num_shards < 1:
-    raise ElectraError(f"num_shards must be >= 1, not {num_shards}")
+  _check_sizes(max_seq_length, max_position_embeddings, num_shards)
   out_dir = os.path.abspath(os.fspath(out_dir))
   _check_out_dir(out_dir, overwrite)
-  if inputs and all(isinstance(x, str | os.PathLike) for x in inputs):
-    srcs = sources.make_sources(
-      [os.fspath(x) for x in inputs],
-      tfds_data_dir=tfds_data_dir,
-      layout=layout,
-      sentences=sentences,
-      errors=encoding_errors,
-    )
-  else:
-    srcs = list(inputs)
-    if not srcs:
-      raise ElectraError("no input given: pass text files, globs or tfds:NAME[:SPLIT]")
+  srcs = _sources(inputs, tfds_data_dir, layout, sentences, encoding_errors)
   if num_workers is None:
     num_workers = _auto_workers(srcs)
   dtype = pretraining_data.token_dtype(tokenizer.vocab_size, max_seq_length)
 
   tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=os.path.dirname(out_dir))
   start = time.perf_counter()
-  bar = None
   try:
     names = [SHARD_PATTERN.format(i, num_shards) for i in range(num_shards)]
-    writers = [ArrayRecordWriter(os.path.join(tmp, n), "group_size:1") for n in names]
-    shard_counts = [0] * num_shards
-    totals = collections.Counter()
     docs = (doc for src in srcs for doc in src)
     init_args = (tokenizer, max_seq_length, seed, dtype.str)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(unit="doc", desc="prepare-pretraining", disable=not progress, dynamic_ncols=True)
-    n_written = 0
-    for result in _run_units(_units(docs, UNIT_CHARS), num_workers, init_args, 3 * num_workers):
-      for record in result.pop("records"):
-        shard = n_written % num_shards
-        writers[shard].write(record)
-        shard_counts[shard] += 1
-        n_written += 1
-      totals.update(result)
-      bar.update(result["num_documents"])
-      bar.set_postfix(examples=n_written, refresh=False)
-    bar.close()
-    for w in writers:
-      w.close()
+    results = _run_units(_units(docs, UNIT_CHARS), num_workers, init_args, 3 * num_workers)
+    shard_counts, totals = _write_shards(results, [os.path.join(tmp, n) for n in names], progress)
+    n_written = sum(shard_counts)
     elapsed = time.perf_counter() - start
     if n_written == 0:
       described = ", ".join(json.dumps(s.describe()) for s in srcs)
       raise ElectraError(f"the corpus is empty: no text found in {described}")
     manifest = {
-      "format": FORMAT,
-      "version": VERSION,
-      "record_format": "little-endian [n_a, token ids...] without padding, one record per example",
-      "token_dtype": dtype.str,
-      "max_seq_length": max_seq_length,
-      "seed": seed,
-      "tokenizer": {
-        "kind": tokenizer.kind,
-        "fingerprint": tokenizer.fingerprint,
-        "vocab_size": tokenizer.vocab_size,
-        "special_ids": tokenizer.special_ids,
-      },
-      "builder": {
-        "single_segment_prob": pretraining_data.SINGLE_SEGMENT_PROB,
-        "short_target_prob": pretraining_data.SHORT_TARGET_PROB,
-        "unit_chars": UNIT_CHARS,
-      },
+      **_manifest_head(tokenizer, dtype, max_seq_length, seed),
       "sources": [s.describe() for s in srcs],
       "num_examples": n_written,
-      "num_tokens": totals["num_tokens"],
-      "num_text_tokens": totals["num_text_tokens"],
-      "num_documents": totals["num_documents"],
-      "num_sentences": totals["num_sentences"],
-      "num_single_segment": totals["num_single_segment"],
+      **{key: totals[key] for key in _TOTALS},
       "shards": [{"file": n, "num_examples": c} for n, c in zip(names, shard_counts)],
       "prepare_seconds": round(elapsed, 3),
       "num_workers": num_workers,
@@ -289,9 +229,6 @@ def prepare_pretraining_data(
       json.dump(manifest, f, indent=2)
     _publish(tmp, out_dir)
   except BaseException:
-    if bar is not None:  # erase the bar: the error must be the line the user sees
-      bar.leave = False
-      bar.close()
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   if progress:
@@ -301,6 +238,105 @@ def prepare_pretraining_data(
       f"{n_written / elapsed:,.0f} examples/s, {totals['num_text_tokens'] / elapsed:,.0f} tokens/s"
     )
   return manifest
+
+
+def _manifest_head(tokenizer, dtype, max_seq_length: int, seed: int) -> dict:
+  """The manifest's fields that describe the format, before the counts."""
+  return {
+    "format": FORMAT,
+    "version": VERSION,
+    "record_format": "little-endian [n_a, token ids...] without padding, one record per example",
+    "token_dtype": dtype.str,
+    "max_seq_length": max_seq_length,
+    "seed": seed,
+    "tokenizer": {
+      "kind": tokenizer.kind,
+      "fingerprint": tokenizer.fingerprint,
+      "vocab_size": tokenizer.vocab_size,
+      "special_ids": tokenizer.special_ids,
+    },
+    "builder": {
+      "single_segment_prob": pretraining_data.SINGLE_SEGMENT_PROB,
+      "short_target_prob": pretraining_data.SHORT_TARGET_PROB,
+      "unit_chars": UNIT_CHARS,
+    },
+  }
+
+
+# The per-unit counts summed into the manifest, in its order.
+_TOTALS = (
+  "num_tokens",
+  "num_text_tokens",
+  "num_documents",
+  "num_sentences",
+  "num_single_segment",
+)
+
+
+def _check_sizes(max_seq_length: int, max_position_embeddings: int | None, num_shards: int):
+  if max_seq_length < pretraining_data.MIN_TARGET_LENGTH:
+    raise ElectraError(
+      f"max_seq_length={max_seq_length} is too short: use at least 5 (128 is usual)"
+    )
+  if max_position_embeddings is not None and max_seq_length > max_position_embeddings:
+    raise ElectraError(
+      f"max_seq_length={max_seq_length} exceeds the model's max_position_embeddings="
+      f"{max_position_embeddings}: lower --max-seq-length"
+    )
+  if num_shards < 1:
+    raise ElectraError(f"num_shards must be >= 1, not {num_shards}")
+
+
+def _sources(inputs, tfds_data_dir, layout, sentences, encoding_errors) -> list:
+  """Source objects for `inputs` (path/spec strings, or source objects as they are)."""
+  if inputs and all(isinstance(x, str | os.PathLike) for x in inputs):
+    return sources.make_sources(
+      [os.fspath(x) for x in inputs],
+      tfds_data_dir=tfds_data_dir,
+      layout=layout,
+      sentences=sentences,
+      errors=encoding_errors,
+    )
+  srcs = list(inputs)
+  if not srcs:
+    raise ElectraError("no input given: pass text files, globs or tfds:NAME[:SPLIT]")
+  return srcs
+
+
+def _write_shards(
+  results: Iterable[dict], paths: Sequence[str], progress: bool
+) -> tuple[list[int], collections.Counter]:
+  """Writes the units' records round-robin over `paths` (example i to shard i mod n).
+
+  Returns:
+    the examples written to each shard, and the units' other counts summed.
+  """
+  from array_record.python.array_record_module import ArrayRecordWriter
+  from tqdm.auto import tqdm
+
+  writers = [ArrayRecordWriter(path, "group_size:1") for path in paths]
+  shard_counts = [0] * len(paths)
+  totals = collections.Counter()
+  bar = tqdm(unit="doc", desc="prepare-pretraining", disable=not progress, dynamic_ncols=True)
+  n_written = 0
+  try:
+    for result in results:
+      for record in result.pop("records"):
+        shard = n_written % len(paths)
+        writers[shard].write(record)
+        shard_counts[shard] += 1
+        n_written += 1
+      totals.update(result)
+      bar.update(result["num_documents"])
+      bar.set_postfix(examples=n_written, refresh=False)
+    bar.close()
+  except BaseException:
+    bar.leave = False  # erase the bar: the error must be the line the user sees
+    bar.close()
+    raise
+  for w in writers:
+    w.close()
+  return shard_counts, totals
 
 
 def _publish(tmp: str, out_dir: str) -> None:

@@ -286,6 +286,44 @@ def _parse_label(task: Task, value: str):
   return value
 
 
+def _existing_split_file(task: Task, data_dir: str, split: str, layout: _Layout) -> str:
+  """The split's file in `data_dir`; a one-line error naming what is missing."""
+  if not os.path.isdir(data_dir):
+    raise ElectraError(
+      f"GLUE data directory {data_dir} does not exist; point data_dir at a directory in the"
+      " download_glue_data.py layout (CoLA/, SST-2/, ...)"
+    )
+  path = os.path.join(data_dir, _GLUE_DIRS[task.name], layout.file)
+  if not os.path.isfile(path):
+    raise ElectraError(
+      f"{task.name} split {split!r}: {path} not found; the GLUE directory needs"
+      f" {_GLUE_DIRS[task.name]}/{layout.file} (download_glue_data.py layout)"
+    )
+  return path
+
+
+def _column_indices(reader, layout: _Layout, path: str, task: Task, split: str) -> tuple:
+  """Row positions of (text_a, text_b, label, id), None for absent ones.
+
+  Files with a header are looked up by column name (the header row is
+  consumed from `reader`); the others have fixed positions.
+  """
+  columns = (layout.text_a, layout.text_b, layout.label, layout.id_column)
+  if not layout.header:
+    return columns
+  header = next(reader, None)
+  if header is None:
+    raise ElectraError(f"{path} is empty; expected a header row and examples")
+  index = {name: i for i, name in enumerate(header)}
+  missing = [c for c in columns if c is not None and c not in index]
+  if missing:
+    raise ElectraError(
+      f"{path}: header {header} lacks column(s) {missing}; is this the {task.name}"
+      f" {split} file of the official GLUE data?"
+    )
+  return tuple(None if c is None else index[c] for c in columns)
+
+
 def read_split(
   task: str | Task,
   data_dir: str | os.PathLike,
@@ -320,18 +358,7 @@ def read_split(
     raise ElectraError(f"on_malformed must be 'error' or 'skip', got {on_malformed!r}")
   split = _resolve_split(task, split)
   layout = _layouts(task)[split]
-  data_dir = os.fspath(data_dir)
-  if not os.path.isdir(data_dir):
-    raise ElectraError(
-      f"GLUE data directory {data_dir} does not exist; point data_dir at a directory in the"
-      " download_glue_data.py layout (CoLA/, SST-2/, ...)"
-    )
-  path = os.path.join(data_dir, _GLUE_DIRS[task.name], layout.file)
-  if not os.path.isfile(path):
-    raise ElectraError(
-      f"{task.name} split {split!r}: {path} not found; the GLUE directory needs"
-      f" {_GLUE_DIRS[task.name]}/{layout.file} (download_glue_data.py layout)"
-    )
+  path = _existing_split_file(task, os.fspath(data_dir), split, layout)
 
   examples: list[Example] = []
   skipped: list[int] = []
@@ -339,21 +366,7 @@ def read_split(
   # first header name ("\ufeffQuality").
   with open(path, encoding="utf-8-sig", newline="") as f:
     reader = csv.reader(utf8_lines(f, path), delimiter="\t", quoting=csv.QUOTE_NONE)
-    columns = (layout.text_a, layout.text_b, layout.label, layout.id_column)
-    if layout.header:
-      header = next(reader, None)
-      if header is None:
-        raise ElectraError(f"{path} is empty; expected a header row and examples")
-      index = {name: i for i, name in enumerate(header)}
-      missing = [c for c in columns if c is not None and c not in index]
-      if missing:
-        raise ElectraError(
-          f"{path}: header {header} lacks column(s) {missing}; is this the {task.name}"
-          f" {split} file of the official GLUE data?"
-        )
-      a_i, b_i, label_i, id_i = (None if c is None else index[c] for c in columns)
-    else:
-      a_i, b_i, label_i, id_i = columns
+    a_i, b_i, label_i, id_i = _column_indices(reader, layout, path, task, split)
     needed = 1 + max(i for i in (a_i, b_i, label_i, id_i) if i is not None)
 
     for row in reader:
