@@ -75,7 +75,6 @@ def export_model(
       or `out` taken.
   """
   import jax
-  import jax.numpy as jnp
 
   path = predict.resolve_model_dir(model)
   if serving.is_export_dir(path):
@@ -86,8 +85,34 @@ def export_model(
     raise ElectraError(f"unknown platform(s) {', '.join(unknown)}: use cpu, cuda, rocm or tpu")
   out = hf_files.prepare_output_dir(out)
   clf = predict.load_classifier(path, max_seq_length)
-  module, num_labels, length = clf.model, clf.num_labels, clf.max_seq_length
   flat = _flat_params(clf.params)
+  blob = _serialized_export(clf, flat, platforms, embed_params, fixed_length)
+  serving_config = {
+    "format": serving.EXPORT_FORMAT,
+    "version": serving.EXPORT_VERSION,
+    "task": clf.task,
+    "text_columns": list(clf.text_columns),
+    "num_labels": clf.num_labels,
+    "label_map": clf.label_map,
+    "max_seq_length": clf.max_seq_length,
+    "fixed_length": fixed_length,
+    "params_file": None if embed_params else serving.PARAMS_FILE,
+    "platforms": list(platforms),
+    "outputs": ["logits", "probabilities"] if clf.num_labels > 1 else ["logits"],
+    "inputs": ["params", "input_ids", "attention_mask", "token_type_ids"][embed_params:],
+    "source": path,
+    "jax_version": jax.__version__,
+  }
+  _write_export(out, path, blob, None if embed_params else flat, serving_config)
+  return out
+
+
+def _serialized_export(clf, flat, platforms, embed_params: bool, fixed_length: bool) -> bytes:
+  """`jax.export` of the classifier's inference function, serialized."""
+  import jax
+  import jax.numpy as jnp
+
+  module, num_labels, length = clf.model, clf.num_labels, clf.max_seq_length
 
   def serve(flat_params, input_ids, attention_mask, token_type_ids):
     logits = module.apply(
@@ -120,40 +145,26 @@ def export_model(
       exported = jax.export.export(jax.jit(serve), platforms=platforms)(
         params_spec, ids_spec, ids_spec, ids_spec
       )
-    blob = exported.serialize()
+    return exported.serialize()
   except ValueError as e:  # e.g. the 2 GB flatbuffer limit with embedded weights
     raise ElectraError(f"jax.export failed: {e}") from None
 
-  serving_config = {
-    "format": serving.EXPORT_FORMAT,
-    "version": serving.EXPORT_VERSION,
-    "task": clf.task,
-    "text_columns": list(clf.text_columns),
-    "num_labels": num_labels,
-    "label_map": clf.label_map,
-    "max_seq_length": length,
-    "fixed_length": fixed_length,
-    "params_file": None if embed_params else serving.PARAMS_FILE,
-    "platforms": list(platforms),
-    "outputs": ["logits", "probabilities"] if num_labels > 1 else ["logits"],
-    "inputs": ["params", "input_ids", "attention_mask", "token_type_ids"][embed_params:],
-    "source": path,
-    "jax_version": jax.__version__,
-  }
+
+def _write_export(out: str, source: str, blob: bytes, flat, serving_config: dict) -> None:
+  """Writes the export directory (`flat`: the weights for `params.npz`, or None when embedded)."""
   with hf_files.staged_dir(out) as tmp:
     with open(os.path.join(tmp, serving.EXPORT_FILE), "wb") as f:
       f.write(blob)
-    if not embed_params:
+    if flat is not None:
       # Uncompressed: loads at disk speed, and weights hardly compress.
       np.savez(os.path.join(tmp, serving.PARAMS_FILE), **flat)
-    copied = hf_files.copy_tokenizer_files(path, tmp)
+    copied = hf_files.copy_tokenizer_files(source, tmp)
     if not copied:
       raise ElectraError(
-        f"{path} has no tokenizer files (vocab.txt, tokenizer.json, ...): the export could not "
+        f"{source} has no tokenizer files (vocab.txt, tokenizer.json, ...): the export could not "
         "tokenize text; save the tokenizer with the checkpoint"
       )
     # Written last: its presence marks a complete export.
     with open(os.path.join(tmp, serving.SERVING_CONFIG), "w", encoding="utf-8") as f:
       json.dump(serving_config, f, indent=2, sort_keys=True)
       f.write("\n")
-  return out

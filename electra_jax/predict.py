@@ -378,8 +378,6 @@ def predict_file(
     ElectraError: bad arguments or input, or a malformed row with
       `on_error="stop"`.
   """
-  from tqdm.auto import tqdm
-
   log = log or sys.stderr
   if on_error not in ("skip", "stop"):
     raise ElectraError(f"--on-error must be skip or stop, got {on_error!r}")
@@ -414,6 +412,17 @@ def predict_file(
     "malformed": [{"row": r.index, "line": r.line, "error": r.error} for r in malformed],
     "label_errors": [],
   }
+  scored = _predict_rows(predictor, good, output_path, summary, evaluate, progress, log)
+  if evaluate:
+    summary["metrics"] = _metrics(predictor, scored)
+  _report(summary, input_path, output_path, evaluate, log)
+  return summary
+
+
+def _predict_rows(predictor, good, output_path, summary, evaluate, progress, log) -> list:
+  """Writes one JSON line per row of `good`, counting into `summary`; returns (gold, pred) pairs."""
+  from tqdm.auto import tqdm
+
   scored: list[tuple[Any, Any]] = []
   with (
     fileio.atomic_writer(output_path) as f,
@@ -439,10 +448,7 @@ def predict_file(
               pred = result["score"] if predictor.is_regression else result["label"]
               scored.append((gold, pred))
         f.write(json.dumps(line, ensure_ascii=False) + "\n")
-  if evaluate:
-    summary["metrics"] = _metrics(predictor, scored)
-  _report(summary, input_path, output_path, evaluate, log)
-  return summary
+  return scored
 
 
 def _report(summary, input_path, output_path, evaluate, log) -> None:
