@@ -45,3 +45,48 @@ def vocab_file(shared_data) -> pathlib.Path:
   if not path.exists():
     pytest.skip(f"{path} not found")
   return path
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+  """The tests' tiny `ElectraConfig` (2 layers, hidden 32, vocabulary 64).
+
+  One shape for every test that needs a model but not a particular size; a
+  test that needs another field says so with `tiny_config.replace(...)`.
+  """
+  from electra_jax.config import ElectraConfig
+
+  return ElectraConfig(
+    vocab_size=64,
+    embedding_size=16,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=32,
+  )
+
+
+@pytest.fixture(scope="session")
+def classifier(tmp_path_factory, tiny_config):
+  """A saved 3-class classifier (`tiny_classifier.LABELS`) trained on column `review`."""
+  from tiny_classifier import LABELS, MAX_LEN, save_tiny
+
+  path = tmp_path_factory.mktemp("clf") / "ckpt"
+  extra = {
+    "label_map": LABELS,
+    "task": "custom",
+    "max_seq_length": MAX_LEN,
+    "text_columns": ["review"],
+  }
+  return save_tiny(path, tiny_config, 3, extra)
+
+
+@pytest.fixture(scope="session")
+def regressor(tmp_path_factory, tiny_config):
+  """A saved STS-B-style regressor (one output)."""
+  from tiny_classifier import MAX_LEN, save_tiny
+
+  path = tmp_path_factory.mktemp("reg") / "ckpt"
+  extra = {"label_map": None, "task": "stsb", "max_seq_length": MAX_LEN}
+  return save_tiny(path, tiny_config, 1, extra, seed=1)

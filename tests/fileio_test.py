@@ -132,15 +132,15 @@ def test_fix_tree_permissions_on_a_staged_dir(umask, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
+def tiny_checkpoint(tmp_path_factory, tiny_config):
   """A tiny classifier written by `save_pretrained` under umask 022."""
-  from serving_test import LABELS, MAX_LEN, _save_tiny
+  from tiny_classifier import LABELS, MAX_LEN, save_tiny
 
   old = os.umask(0o022)
   try:
     path = tmp_path_factory.mktemp("ckpt") / "ckpt"
     extra = {"label_map": LABELS, "task": "custom", "max_seq_length": MAX_LEN}
-    return _save_tiny(path, len(LABELS), {**extra, "text_columns": ["review"]})
+    return save_tiny(path, tiny_config, len(LABELS), {**extra, "text_columns": ["review"]})
   finally:
     os.umask(old)
 
@@ -150,11 +150,11 @@ def test_save_pretrained_modes(tiny_checkpoint):
   _assert_usual_modes(tiny_checkpoint)
 
 
-def test_save_pretrained_follows_a_stricter_umask(umask, tmp_path):
-  from serving_test import _save_tiny
+def test_save_pretrained_follows_a_stricter_umask(umask, tmp_path, tiny_config):
+  from tiny_classifier import save_tiny
 
   umask(0o077)
-  _assert_usual_modes(_save_tiny(tmp_path / "private", 2, {}), 0o600, 0o700)
+  _assert_usual_modes(save_tiny(tmp_path / "private", tiny_config, 2, {}), 0o600, 0o700)
 
 
 def test_convert_to_hf_modes(umask, tiny_checkpoint, tmp_path):
