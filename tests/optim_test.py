@@ -8,22 +8,17 @@ import pytest
 
 from electra_jax import model as model_lib
 from electra_jax import optim
-from electra_jax.config import ElectraConfig
 from electra_jax.errors import ElectraError
 
-CFG3 = ElectraConfig(
-  vocab_size=40,
-  embedding_size=16,
-  hidden_size=32,
-  num_hidden_layers=3,
-  num_attention_heads=2,
-  intermediate_size=64,
-  max_position_embeddings=16,
-)
+
+@pytest.fixture(scope="module")
+def config3(tiny_config):
+  """Three layers: enough depth to tell the layer-wise LR scales apart."""
+  return tiny_config.replace(num_hidden_layers=3)
 
 
-def _classifier_params(scan=False):
-  model = model_lib.ElectraForSequenceClassification(CFG3, num_labels=2, scan_layers=scan)
+def _classifier_params(config, scan=False):
+  model = model_lib.ElectraForSequenceClassification(config, num_labels=2, scan_layers=scan)
   return model, model_lib.init_params(model, jax.random.key(0))
 
 
@@ -49,8 +44,8 @@ def test_schedule_values():
       optim.make_schedule(*bad)
 
 
-def test_weight_decay_mask_matches_official_exclusions():
-  model = model_lib.ElectraForPreTraining(CFG3)
+def test_weight_decay_mask_matches_official_exclusions(config3):
+  model = model_lib.ElectraForPreTraining(config3)
   params = model_lib.init_params(model, jax.random.key(0))
   mask = _flat(optim.weight_decay_mask(params))
   decayed = {k for k, v in mask.items() if v}
@@ -62,7 +57,7 @@ def test_weight_decay_mask_matches_official_exclusions():
   assert "electra/embeddings/word_embeddings/embedding" in decayed
   assert "electra/embeddings/LayerNorm/scale" not in decayed
   assert "electra/encoder/layer_0/attention/self/query/bias" not in decayed
-  mlm = model_lib.init_params(model_lib.ElectraForMaskedLM(CFG3), jax.random.key(0))
+  mlm = model_lib.init_params(model_lib.ElectraForMaskedLM(config3), jax.random.key(0))
   mlm_mask = optim.weight_decay_mask(mlm)
   assert mlm_mask["generator_lm_head"]["bias"] is False
   assert mlm_mask["generator_predictions"]["LayerNorm"]["scale"] is False
@@ -81,8 +76,8 @@ def _expected_scales(decay, official):
 
 
 @pytest.mark.parametrize("official", [False, True])
-def test_layerwise_lr_scales_for_three_layers(official):
-  _, params = _classifier_params()
+def test_layerwise_lr_scales_for_three_layers(official, config3):
+  _, params = _classifier_params(config3)
   scales = _flat(optim.per_param_lr_scale(params, 0.8, official_off_by_one=official))
   expected = _expected_scales(0.8, official)
   # Hand-worked numbers for decay 0.8, 3 layers.
@@ -104,7 +99,7 @@ def test_layerwise_lr_scales_for_three_layers(official):
       key = "embeddings"
     assert value == pytest.approx(expected[key]), name
   # The same multipliers, per slice, in the scanned layout.
-  _, scanned = _classifier_params(scan=True)
+  _, scanned = _classifier_params(config3, scan=True)
   sc = optim.per_param_lr_scale(scanned, 0.8, official_off_by_one=official)
   kernel = sc["electra"]["encoder"]["layer"]["layer"]["intermediate"]["dense"]["kernel"]
   assert kernel.shape == (3, 1, 1)
@@ -112,12 +107,12 @@ def test_layerwise_lr_scales_for_three_layers(official):
 
 
 @pytest.mark.parametrize("official", [False, True])
-def test_effective_learning_rate_per_param(official):
+def test_effective_learning_rate_per_param(official, config3):
   """One Adam step moves each param by ~lr × scale (|g| >> eps), in both layouts."""
   lr = 1e-2
   expected = _expected_scales(0.5, official)
   for scan in (False, True):
-    _, params = _classifier_params(scan)
+    _, params = _classifier_params(config3, scan)
     grads = jax.tree.map(lambda p: jnp.full_like(p, 0.3), params)
     opt = optim.make_optimizer(
       lr,
@@ -208,8 +203,8 @@ def test_official_adam_matches_hand_computation():
   assert not np.allclose(np.asarray(q["dense"]["kernel"]), expected["dense/kernel"], rtol=1e-3)
 
 
-def test_default_chain_equals_optax_adamw_reference():
-  _, params = _classifier_params()
+def test_default_chain_equals_optax_adamw_reference(config3):
+  _, params = _classifier_params(config3)
   rs = np.random.RandomState(1)
   grads_seq = [
     jax.tree.map(lambda p: jnp.asarray(rs.randn(*p.shape), p.dtype), params) for _ in range(3)
@@ -247,8 +242,8 @@ def test_gradient_accumulation_averages_micro_batches():
   np.testing.assert_allclose(np.asarray(u2["w"]), np.asarray(ref["w"]), rtol=1e-6)
 
 
-def test_bad_settings_raise():
-  _, params = _classifier_params()
+def test_bad_settings_raise(config3):
+  _, params = _classifier_params(config3)
   with pytest.raises(ElectraError):
     optim.per_param_lr_scale(params, 1.5)
   with pytest.raises(ElectraError):

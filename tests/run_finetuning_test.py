@@ -88,22 +88,14 @@ def test_regression_task_stsb_subset(tmp_path, shared_data):
   assert len(preds.read_text().strip().splitlines()) == 1379 + 1  # header + GLUE STS-B test rows
 
 
-def test_init_from_pretrained_checkpoint_and_head_mismatch(tmp_path):
+def test_init_from_pretrained_checkpoint_and_head_mismatch(tmp_path, tiny_config):
   import jax
 
   from electra_jax import model as model_lib
   from electra_jax import pretrained, tokenization
-  from electra_jax.config import ElectraConfig
 
   tok = tokenization.load_tokenizer(os.path.join(SAMPLE, "vocab.txt"))
-  config = ElectraConfig(
-    vocab_size=tok.vocab_size,
-    embedding_size=16,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-  )
+  config = tiny_config.replace(vocab_size=tok.vocab_size, max_position_embeddings=512)
   disc = model_lib.build_model(config, "pretraining")
   params = model_lib.init_params(disc, jax.random.key(1))
   src = tmp_path / "disc"

@@ -11,18 +11,8 @@ from jax.sharding import PartitionSpec as P
 
 from electra_jax import model as model_lib
 from electra_jax import sharding
-from electra_jax.config import ElectraConfig
 from electra_jax.errors import ElectraError
 
-CFG = ElectraConfig(
-  vocab_size=64,
-  embedding_size=16,
-  hidden_size=32,
-  num_hidden_layers=2,
-  num_attention_heads=2,
-  intermediate_size=64,
-  max_position_embeddings=16,
-)
 MESHES = {
   "dp": {"data": -1},
   "fsdp": {"data": 2, "fsdp": 4},
@@ -57,10 +47,10 @@ def test_make_mesh_shapes_and_errors():
 
 
 @pytest.mark.parametrize("scan", [False, True])
-def test_rules_cover_every_logical_name_of_the_model(scan):
+def test_rules_cover_every_logical_name_of_the_model(scan, tiny_config):
   names = set()
   for head in ("pretraining", "masked_lm", "sequence_classification"):
-    model = model_lib.build_model(CFG, head, scan_layers=scan)
+    model = model_lib.build_model(tiny_config, head, scan_layers=scan)
     for spec in jax.tree.leaves(model_lib.logical_axes(model), is_leaf=lambda x: isinstance(x, P)):
       names.update(n for n in spec if n is not None)
   names.update(model_lib.ACTIVATION_AXES + ("activation_mlp", "batch"))
@@ -71,9 +61,9 @@ def test_rules_cover_every_logical_name_of_the_model(scan):
     sharding.logical_axis_rules("tp_only")
 
 
-def test_param_shardings_per_preset():
+def test_param_shardings_per_preset(tiny_config):
   _need8()
-  model = model_lib.build_model(CFG, "pretraining")
+  model = model_lib.build_model(tiny_config, "pretraining")
   abstract = _abstract(model)
   expected = {
     # preset: (word_embeddings spec, intermediate kernel spec, shard shape of that kernel)
@@ -99,9 +89,9 @@ def test_param_shardings_per_preset():
     assert jax.tree.map(lambda s: s.spec, from_specs) == jax.tree.map(lambda s: s.spec, shardings)
 
 
-def test_scanned_layers_axis_is_not_sharded():
+def test_scanned_layers_axis_is_not_sharded(tiny_config):
   _need8()
-  model = model_lib.build_model(CFG, "pretraining", scan_layers=True)
+  model = model_lib.build_model(tiny_config, "pretraining", scan_layers=True)
   mesh = sharding.make_mesh(MESHES["fsdp_tp"])
   shardings = sharding.param_shardings(
     _abstract(model), mesh, sharding.logical_axis_rules("fsdp_tp")
@@ -110,9 +100,9 @@ def test_scanned_layers_axis_is_not_sharded():
   assert kernel.spec == P(None, "fsdp", "model")
 
 
-def test_non_divisible_dimension_is_replicated_with_a_warning(caplog):
+def test_non_divisible_dimension_is_replicated_with_a_warning(caplog, tiny_config):
   _need8()
-  odd = CFG.replace(vocab_size=63)
+  odd = tiny_config.replace(vocab_size=63)
   model = model_lib.build_model(odd, "masked_lm")
   mesh = sharding.make_mesh(MESHES["fsdp_tp"])
   with caplog.at_level(logging.WARNING, logger="electra_jax.sharding"):
@@ -128,13 +118,13 @@ def test_non_divisible_dimension_is_replicated_with_a_warning(caplog):
 
 
 @pytest.mark.parametrize("preset", sharding.PRESETS)
-def test_sharded_forward_equals_single_device(preset):
+def test_sharded_forward_equals_single_device(preset, tiny_config):
   _need8()
-  model = model_lib.build_model(CFG, "pretraining")
+  model = model_lib.build_model(tiny_config, "pretraining")
   params = model_lib.init_params(model, jax.random.key(1))
   rs = np.random.RandomState(0)
   batch = {
-    "input_ids": rs.randint(0, CFG.vocab_size, size=(8, 8)).astype(np.int32),
+    "input_ids": rs.randint(0, tiny_config.vocab_size, size=(8, 8)).astype(np.int32),
     "attention_mask": (np.arange(8)[None, :] < rs.randint(3, 9, size=(8, 1))).astype(np.int32),
   }
 

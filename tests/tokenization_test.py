@@ -254,11 +254,12 @@ def test_cli_tokenizer_train(shakespeare_slice, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("kind", ["wordpiece", "sentencepiece"])
-def test_load_from_electra_jax_checkpoint(kind, wordpiece, sentencepiece_dir, tmp_path):
+def test_load_from_electra_jax_checkpoint(
+  kind, wordpiece, sentencepiece_dir, tmp_path, tiny_config
+):
   import jax
 
   from electra_jax import model, pretrained
-  from electra_jax.config import ElectraConfig
 
   if kind == "wordpiece":
     tok = wordpiece
@@ -266,15 +267,7 @@ def test_load_from_electra_jax_checkpoint(kind, wordpiece, sentencepiece_dir, tm
   else:
     tok_dir = sentencepiece_dir
     tok = tokenization.load_tokenizer(tok_dir)
-  config = ElectraConfig(
-    vocab_size=tok.vocab_size,
-    embedding_size=16,
-    hidden_size=16,
-    num_hidden_layers=1,
-    num_attention_heads=2,
-    intermediate_size=32,
-    max_position_embeddings=32,
-  )
+  config = tiny_config.replace(vocab_size=tok.vocab_size)
   params = model.init_params(model.build_model(config), jax.random.key(0))
   ckpt = pretrained.save_pretrained(tmp_path / "ckpt", config, params, tokenizer_dir=tok_dir)
   loaded = tokenization.load_tokenizer(ckpt)
