@@ -22,15 +22,11 @@ from electra_jax.config import ACTIVATIONS, ElectraConfig
 # and the heads, errors stay well under 3% of the output's scale.
 BF16_RTOL = 3e-2
 
-TINY = ElectraConfig(
-  vocab_size=97,
-  embedding_size=16,
-  hidden_size=32,
-  num_hidden_layers=2,
-  num_attention_heads=4,
-  intermediate_size=64,
-  max_position_embeddings=32,
-)
+
+@pytest.fixture(scope="module")
+def tiny(tiny_config):
+  """The shape these tests have always used: 4 attention heads, a 97-token vocabulary."""
+  return tiny_config.replace(vocab_size=97, num_attention_heads=4)
 
 
 def _from_hf(head, config_name="factorized", **overrides):
@@ -43,31 +39,31 @@ def _from_hf(head, config_name="factorized", **overrides):
 
 
 @pytest.mark.parametrize("head", ["pretraining", "multiple_choice"])
-def test_scan_layers_equals_unrolled(head):
-  model = model_lib.build_model(TINY, head)
+def test_scan_layers_equals_unrolled(head, tiny):
+  model = model_lib.build_model(tiny, head)
   params = model_lib.init_params(model, jax.random.key(0))
-  scanned_model = model_lib.build_model(TINY, head, scan_layers=True)
-  scanned = model_lib.layers_to_scan(params, TINY.num_hidden_layers)
+  scanned_model = model_lib.build_model(tiny, head, scan_layers=True)
+  scanned = model_lib.layers_to_scan(params, tiny.num_hidden_layers)
   # The stacked layout is what the scanned module itself initialises.
   abstract = jax.eval_shape(
     lambda: scanned_model.init(jax.random.key(0), model_lib.dummy_inputs(scanned_model))
   )
   want = jax.tree.map(lambda a: a.shape, nn.meta.unbox(abstract["params"]))
   assert jax.tree.map(lambda a: a.shape, scanned) == want
-  inputs = batch(head, TINY.vocab_size, seed=4)
+  inputs = batch(head, tiny.vocab_size, seed=4)
   a = jax_output(model, params, head, inputs)
   b = jax_output(scanned_model, scanned, head, inputs)
   np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
-  back = model_lib.scan_to_layers(scanned, TINY.num_hidden_layers)
+  back = model_lib.scan_to_layers(scanned, tiny.num_hidden_layers)
   jax.tree.map(np.testing.assert_array_equal, back, params)
 
 
-def test_remat_and_scan_gradients_match():
+def test_remat_and_scan_gradients_match(tiny):
   head = "pretraining"
-  model = model_lib.build_model(TINY, head)
+  model = model_lib.build_model(tiny, head)
   params = model_lib.init_params(model, jax.random.key(1))
-  remat_scan = model_lib.build_model(TINY, head, scan_layers=True, remat=True)
-  inputs = batch(head, TINY.vocab_size, seed=5)
+  remat_scan = model_lib.build_model(tiny, head, scan_layers=True, remat=True)
+  inputs = batch(head, tiny.vocab_size, seed=5)
   ids, mask = jnp.asarray(inputs["input_ids"]), jnp.asarray(inputs["attention_mask"])
 
   def loss(m, p):
@@ -75,9 +71,9 @@ def test_remat_and_scan_gradients_match():
 
   g = jax.grad(lambda p: loss(model, p))(params)
   g_scan = jax.grad(lambda p: loss(remat_scan, p))(
-    model_lib.layers_to_scan(params, TINY.num_hidden_layers)
+    model_lib.layers_to_scan(params, tiny.num_hidden_layers)
   )
-  g_scan = model_lib.scan_to_layers(g_scan, TINY.num_hidden_layers)
+  g_scan = model_lib.scan_to_layers(g_scan, tiny.num_hidden_layers)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4), g, g_scan)
 
 
@@ -99,11 +95,11 @@ def test_bf16_compute_close_to_float32_hf(head):
   assert np.max(np.abs(f32 - got)) > 0
 
 
-def test_bf16_params_and_compute():
-  model = model_lib.build_model(TINY, "pretraining", dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+def test_bf16_params_and_compute(tiny):
+  model = model_lib.build_model(tiny, "pretraining", dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
   params = model_lib.init_params(model, jax.random.key(0))
   assert all(leaf.dtype == jnp.bfloat16 for leaf in jax.tree.leaves(params))
-  out = jax_output(model, params, "pretraining", batch("pretraining", TINY.vocab_size))
+  out = jax_output(model, params, "pretraining", batch("pretraining", tiny.vocab_size))
   assert np.all(np.isfinite(out))
 
 
@@ -119,12 +115,12 @@ SHARDING_RULES = (
 
 
 @pytest.mark.parametrize("head", ["pretraining", "masked_lm", "question_answering"])
-def test_sharded_forward_matches_single_device(head):
+def test_sharded_forward_matches_single_device(head, tiny):
   if jax.device_count() < 8:
     pytest.skip("needs 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8 (conftest.py)")
-  model = model_lib.build_model(TINY, head)
+  model = model_lib.build_model(tiny, head)
   params = model_lib.init_params(model, jax.random.key(2))
-  inputs = batch(head, TINY.vocab_size, batch_size=4, length=8, seed=7)
+  inputs = batch(head, tiny.vocab_size, batch_size=4, length=8, seed=7)
   single = jax_output(model, params, head, inputs)
 
   mesh = Mesh(np.array(jax.devices()[:8]).reshape(4, 2), ("data", "model"))
@@ -135,8 +131,8 @@ def test_sharded_forward_matches_single_device(head):
   # The kernels really are split over `model`: each device holds half a (hidden, mlp) kernel.
   kernel = sharded_params["electra"]["encoder"]["layer_0"]["intermediate"]["dense"]["kernel"]
   assert kernel.sharding.shard_shape(kernel.shape) == (
-    TINY.hidden_size // 2,
-    TINY.intermediate_size,
+    tiny.hidden_size // 2,
+    tiny.intermediate_size,
   )
 
   @jax.jit
@@ -168,8 +164,8 @@ def test_activation_matches_hf(name):
   np.testing.assert_allclose(got, ref, atol=2e-6, rtol=0)
 
 
-def test_dropout_only_when_not_deterministic():
-  config = TINY.replace(hidden_dropout_prob=0.5, attention_probs_dropout_prob=0.5)
+def test_dropout_only_when_not_deterministic(tiny):
+  config = tiny.replace(hidden_dropout_prob=0.5, attention_probs_dropout_prob=0.5)
   model = model_lib.build_model(config, "sequence_classification", num_labels=3)
   params = model_lib.init_params(model, jax.random.key(0))
   ids = jnp.asarray(batch(None, config.vocab_size)["input_ids"])
@@ -180,29 +176,29 @@ def test_dropout_only_when_not_deterministic():
   assert np.max(np.abs(np.asarray(c) - np.asarray(a))) > 1e-3
 
 
-def test_masked_positions_select_rows_of_full_logits():
-  model = model_lib.build_model(TINY, "masked_lm")
+def test_masked_positions_select_rows_of_full_logits(tiny):
+  model = model_lib.build_model(tiny, "masked_lm")
   params = model_lib.init_params(model, jax.random.key(0))
-  ids = jnp.asarray(batch(None, TINY.vocab_size, batch_size=2)["input_ids"])
+  ids = jnp.asarray(batch(None, tiny.vocab_size, batch_size=2)["input_ids"])
   full = model.apply({"params": params}, ids)
   positions = jnp.array([[0, 3, 5], [1, 1, 8]])
   part = model.apply({"params": params}, ids, masked_positions=positions)
-  assert part.shape == (2, 3, TINY.vocab_size)
+  assert part.shape == (2, 3, tiny.vocab_size)
   want = np.take_along_axis(np.asarray(full), np.asarray(positions)[..., None], axis=1)
   np.testing.assert_allclose(part, want, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("head", HEADS, ids=str)
-def test_output_shapes(head):
+def test_output_shapes(head, tiny):
   kwargs = {"num_labels": 5} if head in heads.LABELED_HEADS else {}
-  model = model_lib.build_model(TINY, head, **kwargs)
+  model = model_lib.build_model(tiny, head, **kwargs)
   params = model_lib.init_params(model, jax.random.key(0))
-  inputs = batch(head, TINY.vocab_size, batch_size=2, length=7, choices=4)
+  inputs = batch(head, tiny.vocab_size, batch_size=2, length=7, choices=4)
   out = jax_output(model, params, head, inputs)
   want = {
-    None: (2, 7, TINY.hidden_size),
+    None: (2, 7, tiny.hidden_size),
     "pretraining": (2, 7),
-    "masked_lm": (2, 7, TINY.vocab_size),
+    "masked_lm": (2, 7, tiny.vocab_size),
     "sequence_classification": (2, 5),
     "question_answering": (2, 7, 2),
     "token_classification": (2, 7, 5),
@@ -211,10 +207,10 @@ def test_output_shapes(head):
   assert out.shape == want
 
 
-def test_regression_head_has_one_output():
-  model = model_lib.build_model(TINY, "sequence_classification", num_labels=1)
+def test_regression_head_has_one_output(tiny):
+  model = model_lib.build_model(tiny, "sequence_classification", num_labels=1)
   params = model_lib.init_params(model, jax.random.key(0))
-  out = jax_output(model, params, "sequence_classification", batch(None, TINY.vocab_size))
+  out = jax_output(model, params, "sequence_classification", batch(None, tiny.vocab_size))
   assert out.shape == (3, 1)
 
 
