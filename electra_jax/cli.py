@@ -627,6 +627,10 @@ def main(argv: list[str] | None = None) -> int:
     args.config_overrides = extra
   elif extra:
     parser.error(f"unrecognized arguments: {' '.join(extra)}")
+  # Imported here, not at the top: it imports jax, which --help/--version skip.
+  from electra_jax import cpu_kernels
+
+  cpu_kernels.enable()  # before any command traces the model
   try:
     result = args.func(args)
   except ElectraError as e:

@@ -170,42 +170,8 @@ def _progress(total: int, initial: int, enabled: bool):
   return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, desc="train")
 
 
-def use_unrolled_threefry_on_cpu() -> bool:
-  """Makes JAX's default PRNG (threefry) fast on CPU; the bits are unchanged.
-
-  On CPU, JAX lowers `threefry2x32` as a rolled 5-iteration `while` loop (to
-  keep compile times short). XLA cannot fuse across that loop, so every
-  dropout mask and the generator's Gumbel noise goes through full-size
-  buffers written and re-read each iteration: ~25 % of an ELECTRA-Small
-  pretraining step. The unrolled lowering (JAX's default on the other
-  platforms) computes the same bits in one fused elementwise loop, 10-30x
-  faster on CPU, at the cost of some compile time.
-
-  Uses a private JAX API; if that moved this is a no-op. Called by
-  `make_train_step` (training is where dropout and sampling draw random bits),
-  not on import, so merely importing the model changes nothing in JAX.
-
-  Returns:
-    Whether the unrolled lowering is now registered for CPU.
-  """
-  try:
-    from jax._src.interpreters import mlir
-    from jax._src.random import threefry2x32
-
-    mlir.register_lowering(
-      threefry2x32.threefry2x32_p,
-      threefry2x32._threefry2x32_lowering_rule,
-      platform="cpu",
-      inline=False,
-    )
-  except (ImportError, AttributeError, TypeError):  # JAX internals moved: keep the default
-    return False
-  return True
-
-
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation) -> Callable:
   """The pure step `(state, batch) -> (state, metrics)` (not yet jitted)."""
-  use_unrolled_threefry_on_cpu()
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     step_rng = jax.random.fold_in(state.rng, state.step)

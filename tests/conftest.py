@@ -1,4 +1,4 @@
-"""Test set-up: 8 fake CPU devices for the sharding tests, data locations."""
+"""Test set-up: 8 fake CPU devices for the sharding tests, the CLI's CPU kernels, data locations."""
 
 import os
 import tempfile
@@ -29,6 +29,18 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 SHARED_DATA = pathlib.Path(
   os.environ.get("ELECTRA_JAX_SHARED_DATA", REPO.parent / "shared" / "data")
 )
+
+
+def pytest_configure(config):
+  """Switches on the CLI's CPU kernels (electra_jax/cpu_kernels.py), before collection.
+
+  For the same reason as the XLA flag above: CLI runs (in a subprocess, or
+  in-process through `cli.main`, which enables them for good) must compute
+  bitwise what the in-process runs they are compared with compute.
+  """
+  from electra_jax import cpu_kernels
+
+  cpu_kernels.enable()
 
 
 @pytest.fixture(scope="session")

@@ -212,34 +212,3 @@ def test_regression_head_has_one_output(tiny):
   params = model_lib.init_params(model, jax.random.key(0))
   out = jax_output(model, params, "sequence_classification", batch(None, tiny.vocab_size))
   assert out.shape == (3, 1)
-
-
-@pytest.mark.parametrize("features", [3, 24])  # narrower and wider than the 7 inputs: both branches
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_dense_matmul_gradients_match_plain_dot(features, dtype):
-  rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.standard_normal((2, 5, 7)), dtype)
-  kernel = jnp.asarray(rng.standard_normal((7, features)), dtype)
-  cot = jnp.asarray(rng.standard_normal((2, 5, features)), dtype)
-  dims = (((2,), (0,)), ((), ()))
-
-  def loss(dot_general):
-    return lambda x, k: jnp.sum(dot_general(x, k, dims).astype(jnp.float32) * cot)
-
-  ours = jax.jit(jax.value_and_grad(loss(model_lib.dense_dot_general), argnums=(0, 1)))(x, kernel)
-  ref = jax.jit(jax.value_and_grad(loss(jax.lax.dot_general), argnums=(0, 1)))(x, kernel)
-  tol = 1e-5 if dtype == jnp.float32 else 3e-2
-  for got, want in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
-    assert got.dtype == want.dtype and got.shape == want.shape
-    np.testing.assert_allclose(
-      np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=tol, atol=tol
-    )
-
-
-def test_dense_dot_general_passes_other_contractions_through():
-  x = jnp.arange(24.0).reshape(2, 3, 4)
-  kernel = jnp.arange(12.0).reshape(3, 4)
-  dims = (((1, 2), (0, 1)), ((), ()))  # not nn.Dense's contraction: plain lax.dot_general
-  np.testing.assert_array_equal(
-    model_lib.dense_dot_general(x, kernel, dims), jax.lax.dot_general(x, kernel, dims)
-  )

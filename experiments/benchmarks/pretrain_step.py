@@ -78,6 +78,11 @@ def parse_args(argv=None):
     action="store_true",
     help="do not add electra_jax.xla_env.DEFAULT_CPU_FLAGS (the CLI adds them)",
   )
+  parser.add_argument(
+    "--no-cpu-kernels",
+    action="store_true",
+    help="do not call electra_jax.cpu_kernels.enable() (the CLI calls it)",
+  )
   parser.add_argument("--json", default="", help="also write the report to this JSON file")
   args, rest = parser.parse_known_args(argv)
   bad = [a for a in rest if not a.startswith("--config.")]
@@ -159,8 +164,11 @@ def main(argv=None) -> dict:
   import numpy as np
   import optax
 
-  from electra_jax import experiment, pretraining, run_pretraining, train
+  from electra_jax import cpu_kernels, experiment, pretraining, run_pretraining, train
   from electra_jax.config import ElectraConfig
+
+  if not args.no_cpu_kernels:
+    cpu_kernels.enable()  # what `electra-jax pretrain` runs with; before the step is traced
 
   cfg = experiment.load_config(args.config, args.overrides)
   length = args.seq_len or int(cfg.max_seq_length)
@@ -258,6 +266,7 @@ def main(argv=None) -> dict:
       "backend": jax.default_backend(),
       "device": str(jax.devices()[0]),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "cpu_kernels": cpu_kernels.enabled(),
     },
     "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
   }
