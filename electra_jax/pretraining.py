@@ -22,7 +22,9 @@ happen: masked positions are drawn *without* replacement (the official
 distinct tokens than it counts in the loss weights), and a sequence with no
 maskable token gets no prediction slot (the official code divides by zero).
 
-Objectives (`ObjectiveConfig.objective`, the paper's Section 3.2 ablations):
+Objectives (`ObjectiveConfig.name`, the paper's Section 3.2 ablations; the
+registry is `objectives.OBJECTIVES`, the main models and losses it names are
+`MAIN_MODELS` and `MAIN_LOSSES` here):
 
   * `electra`: replaced-token detection, disc loss over all real tokens.
   * `electra_15`: the same, disc loss only over the masked positions.
@@ -65,15 +67,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from electra_jax import cpu_kernels
+from electra_jax import cpu_kernels, objectives
 from electra_jax import model as model_lib
 from electra_jax.config import ElectraConfig
 from electra_jax.errors import ElectraError
 
 Array = jax.Array
 PyTree = Any
-
-OBJECTIVES = ("electra", "electra_15", "replace_mlm", "all_tokens_mlm", "mlm")
 
 
 def max_predictions_per_seq(mask_prob: float, max_seq_length: int) -> int:
@@ -118,7 +118,7 @@ class ObjectiveConfig:
   """Everything the loss needs besides the model; hashable, so static under jit.
 
   Attributes:
-    objective: one of `OBJECTIVES`.
+    name: the objective, a key of `objectives.OBJECTIVES`.
     mask_prob: fraction of real tokens to mask (0.15; 0.25 for large).
     max_predictions: prediction slots per sequence, `P`; use
       `max_predictions_per_seq(mask_prob, max_seq_length)`.
@@ -135,7 +135,7 @@ class ObjectiveConfig:
     temperature: Gumbel sampling temperature (1).
   """
 
-  objective: str = "electra"
+  name: str = "electra"
   mask_prob: float = 0.15
   max_predictions: int = 19
   mask_id: int = 103
@@ -148,10 +148,7 @@ class ObjectiveConfig:
   temperature: float = 1.0
 
   def __post_init__(self):
-    if self.objective not in OBJECTIVES:
-      raise ElectraError(
-        f"unknown objective {self.objective!r}: choose one of {', '.join(OBJECTIVES)}"
-      )
+    objectives.get(self.name)  # an unknown name fails here, not inside jit
     if not 0 < self.mask_prob < 1:
       raise ElectraError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
     if self.max_predictions < 1:
@@ -166,6 +163,11 @@ class ObjectiveConfig:
     if self.temperature <= 0:
       raise ElectraError(f"temperature must be positive, got {self.temperature}")
     object.__setattr__(self, "special_ids", tuple(int(i) for i in self.special_ids))
+
+  @property
+  def spec(self) -> objectives.Objective:
+    """The registry entry of this objective."""
+    return objectives.OBJECTIVES[self.name]
 
 
 class MaskedBatch(NamedTuple):
@@ -316,10 +318,34 @@ class CopyMaskedLM(nn.Module):
       c, self.dtype, self.param_dtype
     )
 
-  def __call__(self, input_ids, attention_mask, token_type_ids, deterministic=True):
-    h = self.electra(input_ids, attention_mask, token_type_ids, None, deterministic)
+  def __call__(
+    self, input_ids, attention_mask, token_type_ids, position_ids=None, deterministic=True
+  ):
+    h = self.electra(input_ids, attention_mask, token_type_ids, position_ids, deterministic)
     logits = self.electra.attend(self.generator_predictions(h).astype(self.dtype))
     return self.generator_lm_head(logits.astype(jnp.float32)), self.discriminator_predictions(h)
+
+
+class MainModel(NamedTuple):
+  """A main model of `objectives.Objective.main_model`.
+
+  Attributes:
+    module: the Flax module class, built as `module(config, **kw,
+      shared_embeddings=...)` and called as `(ids, mask, segments, None,
+      deterministic)`.
+    at_masked_positions: it also takes `masked_positions=` and answers only
+      there (a masked LM's vocabulary projection is the expensive part).
+  """
+
+  module: type[nn.Module]
+  at_masked_positions: bool = False
+
+
+MAIN_MODELS = {
+  "pretraining": MainModel(model_lib.ElectraForPreTraining),
+  "masked_lm": MainModel(model_lib.ElectraForMaskedLM, at_masked_positions=True),
+  "copy_masked_lm": MainModel(CopyMaskedLM),
+}
 
 
 class ElectraRTD(nn.Module):
@@ -334,7 +360,7 @@ class ElectraRTD(nn.Module):
     disc_config: discriminator (main model) config; also the embeddings'.
     gen_config: generator config (`generator_config(disc_config, ...)`); its
       `embedding_size`, `vocab_size` and position/type sizes must match.
-    objective: one of `OBJECTIVES` (selects the main model's head).
+    objective: a key of `objectives.OBJECTIVES` (selects the main model).
   """
 
   disc_config: ElectraConfig
@@ -358,14 +384,10 @@ class ElectraRTD(nn.Module):
     )
     self.embeddings = model_lib.ElectraEmbeddings(d, self.dtype, self.param_dtype)
     self.generator = model_lib.ElectraForMaskedLM(g, **kw, shared_embeddings=self.embeddings)
-    if self.objective in ("electra", "electra_15"):
-      self.discriminator = model_lib.ElectraForPreTraining(
-        d, **kw, shared_embeddings=self.embeddings
-      )
-    elif self.objective == "replace_mlm":
-      self.discriminator = model_lib.ElectraForMaskedLM(d, **kw, shared_embeddings=self.embeddings)
-    elif self.objective == "all_tokens_mlm":
-      self.discriminator = CopyMaskedLM(d, **kw, shared_embeddings=self.embeddings)
+    spec = objectives.get(self.objective)
+    if spec.has_discriminator:
+      main = MAIN_MODELS[spec.main_model].module
+      self.discriminator = main(d, **kw, shared_embeddings=self.embeddings)
 
   def generate(self, input_ids, input_mask, segment_ids, masked_positions, deterministic=True):
     """Generator vocabulary logits at `masked_positions`: (B, P, V) float32."""
@@ -383,15 +405,13 @@ class ElectraRTD(nn.Module):
       logits at `masked_positions`; `all_tokens_mlm`: ((B, L, V) logits,
       (B, L) copy logits).
     """
-    if self.objective in ("electra", "electra_15"):
-      return self.discriminator(input_ids, input_mask, segment_ids, None, deterministic)
-    if self.objective == "replace_mlm":
-      return self.discriminator(
-        input_ids, input_mask, segment_ids, None, deterministic, masked_positions=masked_positions
-      )
-    if self.objective == "all_tokens_mlm":
-      return self.discriminator(input_ids, input_mask, segment_ids, deterministic)
-    raise ElectraError(f"objective {self.objective!r} has no discriminator")
+    spec = objectives.get(self.objective)
+    if not spec.has_discriminator:
+      raise ElectraError(f"objective {self.objective!r} has no discriminator")
+    kw = {}
+    if MAIN_MODELS[spec.main_model].at_masked_positions:
+      kw["masked_positions"] = masked_positions
+    return self.discriminator(input_ids, input_mask, segment_ids, None, deterministic, **kw)
 
   def __call__(self, input_ids, input_mask, segment_ids, masked_positions, deterministic=True):
     """Runs every submodule once (for `init`)."""
@@ -400,7 +420,7 @@ class ElectraRTD(nn.Module):
         input_ids, input_mask, segment_ids, masked_positions, deterministic
       )
     }
-    if self.objective != "mlm":
+    if objectives.get(self.objective).has_discriminator:
       out["discriminator"] = self.discriminate(
         input_ids, input_mask, segment_ids, masked_positions, deterministic
       )
@@ -418,18 +438,17 @@ def build_rtd_model(
 
   Args:
     disc_config: the discriminator (main model) config.
-    objective: one of `OBJECTIVES`.
-    generator_hidden_size: generator width fraction (ignored for `mlm`, whose
-      generator *is* the model trained and so has the full config).
-    generator_layers: generator depth fraction (ignored for `mlm`).
+    objective: a key of `objectives.OBJECTIVES`.
+    generator_hidden_size: generator width fraction (ignored without a main
+      model, as for `mlm`: the generator *is* the model trained and so has the
+      full config).
+    generator_layers: generator depth fraction (ignored without a main model).
     **module_kwargs: `dtype`, `param_dtype`, `scan_layers`, `remat`.
 
   Returns:
     The (unbound) Flax module.
   """
-  if objective not in OBJECTIVES:
-    raise ElectraError(f"unknown objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
-  if objective == "mlm":
+  if not objectives.get(objective).has_discriminator:
     gen = disc_config
   else:
     gen = generator_config(disc_config, generator_hidden_size, generator_layers)
@@ -562,13 +581,13 @@ def rtd_forward(
 
   Returns:
     A dict with `masked` (`MaskedBatch`), `generator_logits` (B, P, V) and,
-    except for `mlm`, `sampled_ids` (B, P), `fake_ids` / `labels` (B, L),
+    with a main model (all but `mlm`), `sampled_ids` (B, P), `fake_ids` / `labels` (B, L),
     `masked_tokens` (B, L) bool (used slots as a sequence mask) and
     `main_outputs` (the `ElectraRTD.discriminate` output).
   """
-  if model.objective != objective.objective:
+  if model.objective != objective.name:
     raise ElectraError(
-      f"model was built for objective {model.objective!r} but the loss is {objective.objective!r}"
+      f"model was built for objective {model.objective!r} but the loss is {objective.name!r}"
     )
   mask_rng, sample_rng, gen_dropout, disc_dropout = jax.random.split(rng, 4)
   input_ids = batch["input_ids"].astype(jnp.int32)
@@ -598,7 +617,7 @@ def rtd_forward(
     method=ElectraRTD.generate,
     rngs={"dropout": gen_dropout},
   )
-  if objective.objective == "mlm":
+  if not objective.spec.has_discriminator:
     return out
   sampled = gumbel_sample(sample_rng, out["generator_logits"], objective.temperature)
   fake_ids, labels = replace_with_samples(
@@ -640,7 +659,7 @@ def rtd_loss_fn(
     batch: `input_ids`, `input_mask`, `segment_ids`, each (B, L) int32.
     rng: PRNG key for masking, sampling and dropout.
     deterministic: no dropout (evaluation).
-    model: the `ElectraRTD` (its `objective` must equal `objective.objective`).
+    model: the `ElectraRTD` (its `objective` must equal `objective.name`).
     objective: an `ObjectiveConfig`.
 
   Returns:
@@ -660,30 +679,64 @@ def rtd_loss_fn(
   num_masked = jnp.sum(masked.masked_weights)
   metrics = {"generator_loss": gen_loss, "generator_accuracy": gen_acc, "num_masked": num_masked}
   loss = objective.gen_weight * gen_loss
-  if objective.objective != "mlm":
-    input_ids = batch["input_ids"].astype(jnp.int32)
-    input_mask = batch["input_mask"].astype(jnp.int32)
+  if objective.spec.has_discriminator:
     differs = (fwd["sampled_ids"] != masked.masked_ids) & (masked.masked_weights > 0)
     metrics["sampled_replaced_fraction"] = _ratio(jnp.sum(differs.astype(jnp.float32)), num_masked)
-    main = fwd["main_outputs"]
-    if objective.objective in ("electra", "electra_15"):
-      weights = input_mask if objective.objective == "electra" else fwd["masked_tokens"]
-      disc_loss = discriminator_loss(main, fwd["labels"], weights)
-      metrics.update(rtd_metrics(main, fwd["labels"], input_mask))
-      loss = loss + objective.disc_weight * disc_loss
-    else:
-      if objective.objective == "replace_mlm":
-        disc_loss, disc_acc = masked_lm_loss(main, masked.masked_ids, masked.masked_weights)
-      else:
-        token_logits, copy_logits = main
-        disc_loss, disc_acc = copy_mlm_loss(
-          token_logits, copy_logits, fwd["fake_ids"], input_ids, input_mask
-        )
-      metrics["discriminator_accuracy"] = disc_acc
-      loss = loss + disc_loss
-    metrics["discriminator_loss"] = disc_loss
+    main_loss, main_metrics = MAIN_LOSSES[objective.spec.main_loss](fwd, batch, objective)
+    metrics.update(main_metrics)
+    loss = loss + main_loss
   metrics["loss"] = loss
   return loss, metrics
+
+
+# The main model's losses, by `objectives.Objective.main_loss`. Each maps
+# `(rtd_forward output, batch, ObjectiveConfig)` to `(weighted loss, metrics)`;
+# the metrics include `discriminator_loss` (unweighted) and
+# `discriminator_accuracy`, whatever the main model is, so that runs of
+# different objectives read alike.
+
+
+def _replaced_token_detection(fwd, batch, objective, weights) -> tuple[Array, dict[str, Array]]:
+  input_mask = batch["input_mask"].astype(jnp.int32)
+  disc_loss = discriminator_loss(fwd["main_outputs"], fwd["labels"], weights)
+  metrics = rtd_metrics(fwd["main_outputs"], fwd["labels"], input_mask)
+  metrics["discriminator_loss"] = disc_loss
+  return objective.disc_weight * disc_loss, metrics
+
+
+def rtd_all_tokens_loss(fwd, batch, objective) -> tuple[Array, dict[str, Array]]:
+  """`electra`: is each real token replaced? Weighted by `disc_weight`."""
+  weights = batch["input_mask"].astype(jnp.int32)
+  return _replaced_token_detection(fwd, batch, objective, weights)
+
+
+def rtd_masked_loss(fwd, batch, objective) -> tuple[Array, dict[str, Array]]:
+  """`electra_15`: as `rtd_all_tokens_loss`, over the masked positions only."""
+  return _replaced_token_detection(fwd, batch, objective, fwd["masked_tokens"])
+
+
+def main_masked_lm_loss(fwd, batch, objective) -> tuple[Array, dict[str, Array]]:
+  """`replace_mlm`: the original tokens at the masked positions (weight 1)."""
+  masked = fwd["masked"]
+  loss, accuracy = masked_lm_loss(fwd["main_outputs"], masked.masked_ids, masked.masked_weights)
+  return loss, {"discriminator_accuracy": accuracy, "discriminator_loss": loss}
+
+
+def main_copy_mlm_loss(fwd, batch, objective) -> tuple[Array, dict[str, Array]]:
+  """`all_tokens_mlm`: every real token, with the copy mechanism (weight 1)."""
+  token_logits, copy_logits = fwd["main_outputs"]
+  input_ids = batch["input_ids"].astype(jnp.int32)
+  input_mask = batch["input_mask"].astype(jnp.int32)
+  loss, accuracy = copy_mlm_loss(token_logits, copy_logits, fwd["fake_ids"], input_ids, input_mask)
+  return loss, {"discriminator_accuracy": accuracy, "discriminator_loss": loss}
+
+
+MAIN_LOSSES = {
+  "rtd_all_tokens": rtd_all_tokens_loss,
+  "rtd_masked": rtd_masked_loss,
+  "masked_lm": main_masked_lm_loss,
+  "copy_mlm": main_copy_mlm_loss,
+}
 
 
 def make_loss_fn(model: ElectraRTD, objective: ObjectiveConfig):

@@ -13,7 +13,7 @@ import os
 import time
 
 from electra_jax import experiment, validate
-from electra_jax.run_pretraining import SAMPLE_DATA
+from electra_jax.job_setup import SAMPLE_DATA
 
 _REPO_CONFIGS = os.path.join(
   os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "configs"

@@ -27,17 +27,13 @@ import ml_collections
 import numpy as np
 import optax
 
-from electra_jax import faults, optim, preemption, pretrained, train, validate
+from electra_jax import faults, job_setup, optim, preemption, pretrained, train, validate
 from electra_jax import model as model_lib
 from electra_jax import workdir as workdir_lib
-from electra_jax.config import ElectraConfig
 from electra_jax.errors import ElectraError
-from electra_jax.run_pretraining import compute_dtype, resolve_tokenizer
+from electra_jax.job_setup import DEFAULT_GLUE_DIR, resolve_tokenizer
 
 HEAD = "sequence_classification"
-DEFAULT_GLUE_DIR = os.path.join(
-  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "glue_data"
-)
 
 
 # -- data -------------------------------------------------------------------------
@@ -151,7 +147,7 @@ def load_task_data(cfg: ml_collections.ConfigDict):
 
 def build(cfg, tokenizer, num_labels: int, seed: int):
   """`(model, params or None, config)`: from `init_from`, or a config for scratch init."""
-  dtype = compute_dtype(cfg.compute_dtype)
+  dtype = job_setup.compute_dtype(cfg.compute_dtype)
   if cfg.init_from:
     if not os.path.exists(cfg.init_from):
       raise ElectraError(f"init_from {cfg.init_from} does not exist")
@@ -167,12 +163,7 @@ def build(cfg, tokenizer, num_labels: int, seed: int):
       )
   else:
     params = None
-    try:
-      config = ElectraConfig(
-        vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id, **cfg.model.to_dict()
-      )
-    except TypeError as e:
-      raise ElectraError(f"config.model: {e}") from None
+    config = job_setup.model_config(cfg, tokenizer)
   config = config.replace(
     hidden_dropout_prob=float(cfg.dropout), attention_probs_dropout_prob=float(cfg.dropout)
   )

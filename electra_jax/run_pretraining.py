@@ -19,24 +19,12 @@ import os
 import shutil
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
-from electra_jax import faults, optim, pretraining, sharding, train, validate
+from electra_jax import faults, job_setup, objectives, optim, pretraining, sharding, train, validate
 from electra_jax import workdir as workdir_lib
 from electra_jax.config import ElectraConfig
 from electra_jax.errors import ElectraError
-
-SAMPLE_DATA = os.path.join(os.path.dirname(__file__), "sample_data")
-BUNDLED_VOCAB = os.path.join(SAMPLE_DATA, "vocab.txt")
-
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
-def compute_dtype(name: str):
-  if name not in _DTYPES:
-    raise ElectraError(f"compute_dtype {name!r} is not one of {', '.join(_DTYPES)}")
-  return _DTYPES[name]
 
 
 def _is_prepared(path: str) -> bool:
@@ -77,35 +65,9 @@ def resolve_data(cfg: ml_collections.ConfigDict, workdir: str, tokenizer) -> str
   return out
 
 
-def resolve_tokenizer(cfg: ml_collections.ConfigDict):
-  """The configured tokenizer, else the prepared data's, else init_from's, else the bundled BERT vocab.
-
-  Shared by pretraining and fine-tuning (whose configs have no `data` key).
-  """
-  from electra_jax import tokenization
-
-  path = str(cfg.tokenizer or "")
-  if not path:
-    data = str(cfg.get("data") or "")
-    if data and os.path.isdir(data) and os.path.isdir(os.path.join(data, "tokenizer")):
-      path = os.path.join(data, "tokenizer")
-    elif cfg.init_from and os.path.isdir(cfg.init_from):
-      try:
-        return tokenization.load_tokenizer(cfg.init_from)
-      except ElectraError:
-        path = BUNDLED_VOCAB
-    else:
-      path = BUNDLED_VOCAB
-  return tokenization.load_tokenizer(path)
-
-
 def model_configs(cfg: ml_collections.ConfigDict, tokenizer) -> ElectraConfig:
-  try:
-    disc = ElectraConfig(
-      vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id, **cfg.model.to_dict()
-    )
-  except TypeError as e:
-    raise ElectraError(f"config.model: {e}") from None
+  """The discriminator's config (`job_setup.model_config`), checked against max_seq_length."""
+  disc = job_setup.model_config(cfg, tokenizer)
   if cfg.max_seq_length > disc.max_position_embeddings:
     raise ElectraError(
       f"max_seq_length {cfg.max_seq_length} exceeds model.max_position_embeddings "
@@ -119,24 +81,24 @@ def _load_init_from(cfg, init_boxed, disc_config, gen_config):
   from electra_jax import model as model_lib
   from electra_jax import pretrained
 
-  if cfg.objective == "all_tokens_mlm":
+  spec = objectives.get(cfg.objective)
+  if spec.has_discriminator and spec.export_head is None:
     raise ElectraError(
-      "init_from is not supported for objective all_tokens_mlm (its copy head has no HF equivalent)"
+      f"init_from is not supported for objective {spec.name} (its main model has no HF equivalent)"
     )
 
   def load():
-    disc_head = "masked_lm" if cfg.objective in ("replace_mlm",) else "pretraining"
     scratch = train.strip_boxes(jax.jit(init_boxed)(jax.random.PRNGKey(int(cfg.seed))))
     discriminator = generator = None
-    if cfg.objective != "mlm":
-      loaded_model, discriminator = pretrained.from_pretrained(cfg.init_from, head=disc_head)
+    if spec.has_discriminator:
+      loaded_model, discriminator = pretrained.from_pretrained(cfg.init_from, head=spec.export_head)
       _check_config(loaded_model.config, disc_config, cfg.init_from)
     if cfg.init_from_generator:
       loaded_model, generator = pretrained.from_pretrained(
         cfg.init_from_generator, head="masked_lm"
       )
       _check_config(loaded_model.config, gen_config, cfg.init_from_generator)
-    elif cfg.objective == "mlm":
+    elif not spec.has_discriminator:  # init_from is the generator, the only model
       loaded_model, generator = pretrained.from_pretrained(cfg.init_from, head="masked_lm")
       _check_config(loaded_model.config, gen_config, cfg.init_from)
     if generator is None:  # a fresh generator around the loaded embeddings
@@ -191,7 +153,7 @@ def make_objective(
     float(cfg.mask_prob), length
   )
   return pretraining.ObjectiveConfig(
-    objective=str(cfg.objective),
+    name=str(cfg.objective),
     mask_prob=float(cfg.mask_prob),
     max_predictions=max_predictions,
     mask_id=mask_id,
@@ -210,9 +172,9 @@ def make_rtd_model(
   """Generator + discriminator (`pretraining.build_rtd_model`) as the config asks."""
   return pretraining.build_rtd_model(
     disc_config,
-    objective=objective.objective,
+    objective=objective.name,
     generator_hidden_size=float(cfg.generator_hidden_size),
-    dtype=compute_dtype(cfg.compute_dtype),
+    dtype=job_setup.compute_dtype(cfg.compute_dtype),
     scan_layers=bool(cfg.scan_layers),
     remat=bool(cfg.remat),
   )
@@ -262,39 +224,11 @@ def run(
   done = _finished(workdir, changed)
   if done is not None:
     return done
-  tokenizer = resolve_tokenizer(cfg)
+  tokenizer = job_setup.resolve_tokenizer(cfg)
   disc_config = model_configs(cfg, tokenizer)
-  new_workdir = not os.path.exists(workdir)
-  try:
-    data_dir = resolve_data(cfg, workdir, tokenizer)
-  except ElectraError:
-    if new_workdir:  # bad raw text: leave nothing behind
-      shutil.rmtree(workdir, ignore_errors=True)
-    raise
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    workdir_lib.record_config(workdir, config, changed)
-
-  from electra_jax.input_pipeline.loader import PretrainingDataset
-
-  num_hosts = jax.process_count()
+  data_dir = _prepare_workdir(cfg, workdir, tokenizer, config, changed)
   accum = int(cfg.grad_accum_steps)
-  if accum < 1 or cfg.batch_size % (num_hosts * accum):
-    raise ElectraError(
-      f"batch_size {cfg.batch_size} must be divisible by hosts ({num_hosts}) × grad_accum_steps ({accum})"
-    )
-  # With gradient accumulation each loop step is one micro-batch of
-  # batch_size / grad_accum_steps examples; the optimizer steps every `accum`.
-  micro_batch = int(cfg.batch_size) // accum
-  dataset = PretrainingDataset(
-    data_dir, micro_batch // num_hosts, seed=int(cfg.seed), shuffle=bool(cfg.shuffle)
-  )
-  dataset.check_compatible(
-    tokenizer=tokenizer,
-    max_seq_length=int(cfg.max_seq_length),
-    max_position_embeddings=disc_config.max_position_embeddings,
-    vocab_size=disc_config.vocab_size,
-  )
+  dataset, micro_batch = _make_dataset(cfg, data_dir, tokenizer, disc_config)
 
   objective = make_objective(
     cfg,
@@ -314,18 +248,7 @@ def run(
     float(cfg.learning_rate), int(cfg.warmup_steps), int(cfg.total_steps)
   )
 
-  signature = {
-    "discriminator": disc_config.to_dict(),
-    "generator": gen_config.to_dict(),
-    "objective": objective.objective,
-    "max_seq_length": length,
-    "tokenizer": tokenizer.fingerprint,
-    "scan_layers": bool(cfg.scan_layers),
-    "optimizer": {
-      "official_adam": bool(cfg.official_adam),
-      "grad_accum_steps": int(cfg.grad_accum_steps),
-    },
-  }
+  signature = _signature(cfg, model, objective, tokenizer)
   init_params = _load_init_from(cfg, init_boxed, disc_config, gen_config) if cfg.init_from else None
   data_iter = dataset.iterator()
   results = train.train_loop(
@@ -358,18 +281,78 @@ def run(
   )
   state = results.pop("state")
   if results["status"] == "complete" and not _exports_present(results):
-    params = state.params
-    if jax.process_count() > 1:
-      # Every process takes part in the gather; only process 0 writes.
-      from jax.experimental import multihost_utils
-
-      params = multihost_utils.process_allgather(params, tiled=True)
-    if jax.process_index() == 0:
-      results["exported"] = export_final(
-        cfg, workdir, params, disc_config, gen_config, tokenizer, objective.objective
-      )
-      train.write_results(workdir, results)
+    _export(cfg, workdir, results, state.params, model, tokenizer)
   return results
+
+
+def _prepare_workdir(cfg, workdir: str, tokenizer, config: dict, changed: list[str]) -> str:
+  """The prepared data directory; the workdir then exists and records the config."""
+  new_workdir = not os.path.exists(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  try:
+    data_dir = resolve_data(cfg, workdir, tokenizer)
+  except ElectraError:
+    if new_workdir:  # bad raw text: leave nothing behind
+      shutil.rmtree(workdir, ignore_errors=True)
+    raise
+  if jax.process_index() == 0:
+    workdir_lib.record_config(workdir, config, changed)
+  return data_dir
+
+
+def _make_dataset(cfg, data_dir: str, tokenizer, disc_config: ElectraConfig):
+  """`(this host's PretrainingDataset, micro-batch size)`, checked against the model."""
+  from electra_jax.input_pipeline.loader import PretrainingDataset
+
+  num_hosts = jax.process_count()
+  accum = int(cfg.grad_accum_steps)
+  if accum < 1 or cfg.batch_size % (num_hosts * accum):
+    raise ElectraError(
+      f"batch_size {cfg.batch_size} must be divisible by hosts ({num_hosts}) × grad_accum_steps ({accum})"
+    )
+  # With gradient accumulation each loop step is one micro-batch of
+  # batch_size / grad_accum_steps examples; the optimizer steps every `accum`.
+  micro_batch = int(cfg.batch_size) // accum
+  dataset = PretrainingDataset(
+    data_dir, micro_batch // num_hosts, seed=int(cfg.seed), shuffle=bool(cfg.shuffle)
+  )
+  dataset.check_compatible(
+    tokenizer=tokenizer,
+    max_seq_length=int(cfg.max_seq_length),
+    max_position_embeddings=disc_config.max_position_embeddings,
+    vocab_size=disc_config.vocab_size,
+  )
+  return dataset, micro_batch
+
+
+def _signature(cfg, model: pretraining.ElectraRTD, objective, tokenizer) -> dict:
+  """What a resumed run must share with the checkpoint (`train_loop`'s `signature`)."""
+  return {
+    "discriminator": model.disc_config.to_dict(),
+    "generator": model.gen_config.to_dict(),
+    "objective": objective.name,
+    "max_seq_length": int(cfg.max_seq_length),
+    "tokenizer": tokenizer.fingerprint,
+    "scan_layers": bool(cfg.scan_layers),
+    "optimizer": {
+      "official_adam": bool(cfg.official_adam),
+      "grad_accum_steps": int(cfg.grad_accum_steps),
+    },
+  }
+
+
+def _export(cfg, workdir: str, results: dict, params, model: pretraining.ElectraRTD, tokenizer):
+  """`export_final` of the trained params, recorded in results.json."""
+  if jax.process_count() > 1:
+    # Every process takes part in the gather; only process 0 writes.
+    from jax.experimental import multihost_utils
+
+    params = multihost_utils.process_allgather(params, tiled=True)
+  if jax.process_index() == 0:
+    results["exported"] = export_final(
+      cfg, workdir, params, model.disc_config, model.gen_config, tokenizer, model.objective
+    )
+    train.write_results(workdir, results)
 
 
 def _exports_present(results: dict) -> bool:
@@ -415,10 +398,9 @@ def export_final(cfg, workdir, params, disc_config, gen_config, tokenizer, objec
     shutil.rmtree(tok_dir)
   tokenizer.save(tok_dir)
   parts = {"generator": (gen_config, "masked_lm", pretraining.generator_params(params))}
-  if objective in ("electra", "electra_15"):
-    parts["discriminator"] = (disc_config, "pretraining", pretraining.discriminator_params(params))
-  elif objective == "replace_mlm":
-    parts["discriminator"] = (disc_config, "masked_lm", pretraining.discriminator_params(params))
+  main_head = objectives.get(objective).export_head  # None: the main model is not exported
+  if main_head is not None:
+    parts["discriminator"] = (disc_config, main_head, pretraining.discriminator_params(params))
   out = {}
   for name, (config, head, tree) in parts.items():
     jax_dir = os.path.join(workdir, "final", name)

@@ -20,16 +20,16 @@ import os
 from collections.abc import Sequence
 from numbers import Integral, Real
 
-from electra_jax import textfiles
+from electra_jax import job_setup, objectives, textfiles
 from electra_jax.errors import ElectraError
 from electra_jax.tasks import glue
 
 FINETUNE_TASKS = (*glue.GLUE_TASK_NAMES, "custom")
-COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
-# Kept here rather than imported from `sharding` / `pretraining`, which pull
-# in jax; `tests/bad_inputs_test.py` checks they agree.
+COMPUTE_DTYPES = job_setup.COMPUTE_DTYPES
+# Kept here rather than imported from `sharding`, which pulls in jax;
+# `tests/bad_inputs_test.py` checks they agree.
 SHARDING_PRESETS = ("dp", "fsdp", "fsdp_tp")
-OBJECTIVES = ("electra", "electra_15", "replace_mlm", "all_tokens_mlm", "mlm")
+OBJECTIVES = objectives.NAMES
 # Shortest sequences: pretraining needs [CLS] A [SEP] B [SEP] (prepare's
 # MIN_TARGET_LENGTH); fine-tuning [CLS] text [SEP], plus [SEP] for pairs.
 MIN_PRETRAIN_LENGTH = 5
@@ -383,9 +383,7 @@ def _finetune_data(cfg, task: str) -> None:
         raise ElectraError(f"--config.{key}: {what} file {path} not found")
       textfiles.check_utf8(path)
     return
-  from electra_jax.run_finetuning import DEFAULT_GLUE_DIR
-
-  data_dir = str(_get(cfg, "data_dir") or "") or DEFAULT_GLUE_DIR
+  data_dir = str(_get(cfg, "data_dir") or "") or job_setup.DEFAULT_GLUE_DIR
   if not os.path.isdir(data_dir):
     raise ElectraError(
       f"GLUE data_dir {data_dir} not found: set --config.data_dir to a download_glue_data.py directory"

@@ -22,13 +22,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from electra_jax import experiment, pretraining, run_pretraining, train
+from electra_jax import experiment, job_setup, pretraining, run_pretraining, train
 from electra_jax.input_pipeline.loader import PretrainingDataset
 from electra_jax.input_pipeline.prepare import prepare_pretraining_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "experiments", "configs", "pretrain.py")
-SAMPLE = os.path.join(run_pretraining.SAMPLE_DATA, "wikitext2_sample.txt")
+SAMPLE = os.path.join(job_setup.SAMPLE_DATA, "wikitext2_sample.txt")
 STEPS = 3
 OVERRIDES = {
   "total_steps": STEPS,
@@ -52,7 +52,7 @@ def _free_port() -> int:
 
 def _reference_losses(cfg, data_dir) -> list[float]:
   """One process, the same global batches: process 0's local batch, then process 1's."""
-  tokenizer = run_pretraining.resolve_tokenizer(cfg)
+  tokenizer = job_setup.resolve_tokenizer(cfg)
   disc_config = run_pretraining.model_configs(cfg, tokenizer)
   length = int(cfg.max_seq_length)
   objective = run_pretraining.make_objective(
@@ -93,7 +93,7 @@ def test_two_process_pretraining_matches_one_process(tmp_path):
     [f"--config.{k}={v}" for k, v in {**OVERRIDES, "data": data_dir}.items()],
   )
   prepare_pretraining_data(
-    [SAMPLE], run_pretraining.resolve_tokenizer(cfg), int(cfg.max_seq_length), data_dir
+    [SAMPLE], job_setup.resolve_tokenizer(cfg), int(cfg.max_seq_length), data_dir
   )
 
   workdir = tmp_path / "run"

@@ -14,6 +14,7 @@ from scipy import stats
 
 from electra_jax import config as config_lib
 from electra_jax import model as model_lib
+from electra_jax import objectives
 from electra_jax import pretraining as pt
 from electra_jax.config import ElectraConfig
 from electra_jax.errors import ElectraError
@@ -198,9 +199,7 @@ def _batch(seed=0):
 
 
 def _objective(name, **kw):
-  return pt.ObjectiveConfig(
-    objective=name, max_predictions=P, mask_id=MASK, special_ids=SPECIAL, **kw
-  )
+  return pt.ObjectiveConfig(name=name, max_predictions=P, mask_id=MASK, special_ids=SPECIAL, **kw)
 
 
 def _log_softmax(x):
@@ -454,6 +453,23 @@ def test_bad_objective_settings_raise():
     pt.rtd_loss_fn(
       params, _batch(), jax.random.key(0), True, model=model, objective=_objective("mlm")
     )
+
+
+@pytest.mark.parametrize("name", objectives.NAMES)
+def test_every_registered_objective_builds_and_trains(name):
+  """A registry entry is all an objective needs: model, loss and gradients follow from it."""
+  spec = objectives.get(name)
+  assert (spec.main_model is None) == (spec.main_loss is None)
+  model, params = _model_and_params(name)
+  assert ("discriminator" in params) == spec.has_discriminator
+  loss_fn = jax.value_and_grad(pt.make_loss_fn(model, _objective(name)), has_aux=True)
+  (loss, metrics), grads = jax.jit(loss_fn, static_argnums=3)(
+    params, _batch(), jax.random.key(3), True
+  )
+  assert np.isfinite(float(loss))
+  assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+  if spec.has_discriminator:
+    assert {"discriminator_loss", "discriminator_accuracy"} <= set(metrics)
 
 
 def test_sharded_loss_and_grads_equal_single_device():

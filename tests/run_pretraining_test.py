@@ -10,12 +10,12 @@ import time
 import numpy as np
 import pytest
 
-from electra_jax import cli, experiment, run_pretraining
+from electra_jax import cli, experiment, job_setup, run_pretraining
 from electra_jax.errors import ElectraError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "experiments", "configs", "pretrain.py")
-SAMPLE = os.path.join(run_pretraining.SAMPLE_DATA, "wikitext2_sample.txt")
+SAMPLE = os.path.join(job_setup.SAMPLE_DATA, "wikitext2_sample.txt")
 
 
 def _cfg(**overrides):

@@ -138,9 +138,9 @@ def test_shared_v11_dev(shared_data):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-  from electra_jax import run_pretraining, tokenization
+  from electra_jax import job_setup, tokenization
 
-  return tokenization.load_tokenizer(run_pretraining.BUNDLED_VOCAB)
+  return tokenization.load_tokenizer(job_setup.BUNDLED_VOCAB)
 
 
 LONG = " ".join(f"word{i} is here." for i in range(40))  # ~200 word pieces

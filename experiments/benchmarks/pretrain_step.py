@@ -229,7 +229,7 @@ def main(argv=None) -> dict:
     "benchmark": "electra-jax pretraining train step",
     "config": args.config,
     "overrides": args.overrides,
-    "objective": objective.objective,
+    "objective": objective.name,
     "discriminator": {
       k: getattr(disc_config, k)
       for k in ("embedding_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
