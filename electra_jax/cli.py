@@ -9,6 +9,8 @@ is printed as one line (`electra-jax: error: ...`) and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
 
@@ -78,7 +80,7 @@ def _add_predict(sub):
     help="label a file of texts with a fine-tuned classifier (JSONL out)",
     description="Batch prediction with a sequence-classification model. --model is an electra-jax "
     "checkpoint, a HF ElectraForSequenceClassification directory, an `electra-jax export` directory, "
-    "or a fine-tuning workdir (its best/ checkpoint, else last/; with seed_<k>/ subdirectories the "
+    "or a fine-tuning workdir (its last/ checkpoint, or best/ with --checkpoint best; with seed_<k>/ subdirectories the "
     'seed results.json names as "best_seed", else the lowest seed). Input by extension: .txt (one example '
     "per line; a tab splits text and text pair), .tsv/.csv (header row; TSV read with quoting off), "
     ".jsonl (one object per line). Output: one JSON line per input row, in input order: "
@@ -127,6 +129,13 @@ def _add_predict(sub):
     "--label-column", default="label", help="gold label field, read with --eval (default: label)"
   )
   p.add_argument(
+    "--checkpoint",
+    choices=("last", "best"),
+    default="last",
+    help="with a fine-tuning workdir: the final model (last, default; what results.json reports) "
+    "or the best dev epoch's (best)",
+  )
+  p.add_argument(
     "--on-error",
     choices=("skip", "stop"),
     default="skip",
@@ -157,6 +166,7 @@ def _run_predict(args):
     on_error=args.on_error,
     evaluate=args.eval,
     progress=not args.quiet,
+    checkpoint=args.checkpoint,
   )
 
 
@@ -580,14 +590,17 @@ def _add_quickstart(sub):
 def _run_quickstart(args):
   if args.pretrain_steps < 1 or args.finetune_epochs < 1:
     raise ElectraError("--pretrain-steps and --finetune-epochs must be >= 1")
-  from electra_jax import quickstart
+  from electra_jax import preemption, quickstart
 
-  quickstart.run(
-    args.workdir,
-    pretrain_steps=args.pretrain_steps,
-    finetune_epochs=args.finetune_epochs,
-    progress=not args.no_progress,
-  )
+  with preemption.handle_stop_signals():
+    summary = quickstart.run(
+      args.workdir,
+      pretrain_steps=args.pretrain_steps,
+      finetune_epochs=args.finetune_epochs,
+      progress=not args.no_progress,
+    )
+  if summary.get("status") == "stopped":
+    return _stopped(args.workdir, summary["stopped"], f"in {summary['where']}")
   return 0
 
 
@@ -619,6 +632,34 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+@contextlib.contextmanager
+def _progress_logs():
+  """Shows the library's INFO messages (progress, where outputs went) as plain lines on stdout.
+
+  Library code logs through `logging.getLogger("electra_jax....")`; only the
+  command line decides that a user sees them, and only while it runs (so
+  `main` can run several times in one process, as the tests do).
+  """
+  logger = logging.getLogger("electra_jax")
+  info = logging.StreamHandler(sys.stdout)
+  info.setFormatter(logging.Formatter("%(message)s"))
+  info.addFilter(lambda record: record.levelno < logging.WARNING)
+  warning = logging.StreamHandler(sys.stderr)
+  warning.setFormatter(logging.Formatter("electra-jax: warning: %(message)s"))
+  warning.setLevel(logging.WARNING)
+  saved = logger.level, logger.propagate
+  for handler in (info, warning):
+    logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  logger.propagate = False  # a handler a dependency put on the root logger would print it twice
+  try:
+    yield
+  finally:
+    for handler in (info, warning):
+      logger.removeHandler(handler)
+    logger.level, logger.propagate = saved
+
+
 def main(argv: list[str] | None = None) -> int:
   xla_env.set_default_xla_flags()  # before anything starts JAX
   parser = build_parser()
@@ -632,7 +673,8 @@ def main(argv: list[str] | None = None) -> int:
 
   cpu_kernels.enable()  # before any command traces the model
   try:
-    result = args.func(args)
+    with _progress_logs():
+      result = args.func(args)
   except ElectraError as e:
     print(f"electra-jax: error: {e}", file=sys.stderr)
     return 2

@@ -314,7 +314,10 @@ def _init_missing(model, loaded: _Loaded, path: str, seed: int) -> dict:
 
   from electra_jax import model as model_lib
 
-  log.warning(
+  # Expected when fine-tuning starts from a discriminator (INFO); a warning
+  # when the checkpoint's own head lacks weights.
+  log.log(
+    logging.INFO if loaded.asked_for else logging.WARNING,
     "%s has no weights for %d params of head %r; initialised them afresh (fine-tune before use): %s",
     path,
     len(loaded.missing),

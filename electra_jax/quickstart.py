@@ -9,11 +9,14 @@ with nothing downloaded. Every stage writes its usual outputs under WORKDIR.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 
 from electra_jax import experiment, validate
 from electra_jax.job_setup import SAMPLE_DATA
+
+log = logging.getLogger(__name__)
 
 _REPO_CONFIGS = os.path.join(
   os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "configs"
@@ -44,9 +47,8 @@ def run(
   os.makedirs(workdir, exist_ok=True)
   summary = {}
   t0 = time.perf_counter()
-  print(
+  log.info(
     f"[1/3] pretraining a tiny ELECTRA for {pretrain_steps} steps on the bundled WikiText-2 excerpt",
-    flush=True,
   )
   pt_cfg = _config(
     "pretrain.py",
@@ -61,16 +63,20 @@ def run(
   )
   pt_dir = os.path.join(workdir, "pretrain")
   pt = run_pretraining.run(pt_cfg, pt_dir, progress=progress)
+  if pt.get("status") == "stopped":
+    return {
+      "status": "stopped",
+      "stopped": pt["stopped"],
+      "where": f"pretraining step {pt['step']}",
+    }
   summary["pretrain"] = {"step": pt["step"], "final_metrics": pt["final_metrics"]}
-  print(
+  log.info(
     f"      done in {time.perf_counter() - t0:.0f} s; final metrics: {_fmt(pt['final_metrics'])}",
-    flush=True,
   )
 
   t1 = time.perf_counter()
-  print(
+  log.info(
     "[2/3] fine-tuning the discriminator on the bundled SST-2 excerpt (4,000 train / 400 dev)",
-    flush=True,
   )
   ft_cfg = _config(
     "glue.py",
@@ -90,12 +96,16 @@ def run(
   )
   ft_dir = os.path.join(workdir, "finetune")
   ft = run_finetuning.run(ft_cfg, ft_dir, progress=progress)
+  if ft.get("status") == "stopped":
+    return {
+      "status": "stopped",
+      "stopped": ft["stopped"],
+      "where": f"fine-tuning step {ft['step']}",
+    }
   summary["finetune"] = {k: v["median"] for k, v in ft["metrics"].items()}
-  print(
-    f"      done in {time.perf_counter() - t1:.0f} s; dev: {_fmt(summary['finetune'])}", flush=True
-  )
+  log.info(f"      done in {time.perf_counter() - t1:.0f} s; dev: {_fmt(summary['finetune'])}")
 
-  print("[3/3] predicting with the fine-tuned model", flush=True)
+  log.info("[3/3] predicting with the fine-tuned model")
   inputs = os.path.join(workdir, "examples.txt")
   with open(inputs, "w", encoding="utf-8") as f:
     f.write("\n".join(EXAMPLE_SENTENCES) + "\n")
@@ -105,14 +115,15 @@ def run(
     rows = [json.loads(line) for line in f]
   for sentence, row in zip(EXAMPLE_SENTENCES, rows):
     probs = row.get("probabilities", {})
-    print(
+    log.info(
       f"      {row.get('label')!s:>3}  p={probs.get(row.get('label'), float('nan')):.2f}  {sentence}"
     )
   summary["predictions"] = outputs
   summary["seconds"] = round(time.perf_counter() - t0, 1)
+  summary["status"] = "complete"
   with open(os.path.join(workdir, "quickstart.json"), "w", encoding="utf-8") as f:
     json.dump(summary, f, indent=2, default=str)
-  print(f"quickstart finished in {summary['seconds']} s; outputs in {workdir}", flush=True)
+  log.info(f"quickstart finished in {summary['seconds']} s; outputs in {workdir}")
   return summary
 
 

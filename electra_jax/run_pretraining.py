@@ -15,6 +15,7 @@ to the shared loop in `train.py` and exports the result:
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import shutil
 
@@ -25,6 +26,8 @@ from electra_jax import faults, job_setup, objectives, optim, pretraining, shard
 from electra_jax import workdir as workdir_lib
 from electra_jax.config import ElectraConfig
 from electra_jax.errors import ElectraError
+
+log = logging.getLogger(__name__)
 
 
 def _is_prepared(path: str) -> bool:
@@ -251,13 +254,16 @@ def run(
   signature = _signature(cfg, model, objective, tokenizer)
   init_params = _load_init_from(cfg, init_boxed, disc_config, gen_config) if cfg.init_from else None
   data_iter = dataset.iterator()
-  results = train.train_loop(
-    workdir=workdir,
-    total_steps=int(cfg.total_steps) * accum,
+  task = train.TrainTask(
     init_boxed_params=init_boxed,
     loss_fn=pretraining.make_loss_fn(model, objective),
     optimizer=optimizer,
-    data_iter=data_iter,
+    init_params=init_params,
+    signature=signature,
+    learning_rate_fn=lambda step: schedule(step // accum),
+  )
+  settings = train.LoopSettings(
+    total_steps=int(cfg.total_steps) * accum,
     seed=int(cfg.seed),
     mesh_shape=dict(cfg.mesh),
     sharding_rules=str(cfg.sharding_rules),
@@ -265,21 +271,19 @@ def run(
     checkpoint_every=int(cfg.checkpoint_every),
     keep_checkpoints=int(cfg.keep_checkpoints),
     async_checkpoints=bool(cfg.async_checkpoints),
-    init_params=init_params,
-    signature=signature,
     tokens_per_batch=micro_batch * length,
-    learning_rate_fn=lambda step: schedule(step // accum),
-    extra_results={
-      "config": config,
-      "config_history": workdir_lib.config_history(workdir),
-      "data": data_dir,
-      "max_predictions_per_seq": max_predictions,
-    },
     progress=progress,
     stop_after=stop_after,
-    devices=devices,
   )
-  state = results.pop("state")
+  extra = {
+    "config": config,
+    "config_history": workdir_lib.config_history(workdir),
+    "data": data_dir,
+    "max_predictions_per_seq": max_predictions,
+  }
+  state, results = train.train_loop(
+    workdir, task, data_iter, settings, extra_results=extra, devices=devices
+  )
   if results["status"] == "complete" and not _exports_present(results):
     _export(cfg, workdir, results, state.params, model, tokenizer)
   return results
@@ -372,7 +376,9 @@ def _finished(workdir: str, changed: list[str]) -> dict | None:
   ):
     return None
   if jax.process_index() == 0:
-    print(f"{workdir}: pretraining already complete at step {stored.get('step')}; nothing to do")
+    log.info(
+      "%s: pretraining already complete at step %s; nothing to do", workdir, stored.get("step")
+    )
   return stored
 
 

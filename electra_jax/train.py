@@ -1,29 +1,31 @@
 """The one train loop, shared by pretraining and fine-tuning.
 
-The caller supplies what differs between the two — how to build the initial
-(boxed, logically annotated) params, the loss function, the optimizer and the
-data iterator — and `train_loop` does the rest the same way for both:
+The caller says what is trained (`TrainTask`: boxed init, loss, optimizer,
+optional init_from params, signature, eval function) and how the loop runs
+(`LoopSettings`); `train_loop` does the rest the same way for both:
 
-  * mesh + logical-axis rules → `NamedSharding`s for the whole `TrainState`
+  * `setup_initial_state`: a checkpoint in `WORKDIR/checkpoints`, else
+    `init_params` (e.g. converted weights, `init_from`), else scratch; mesh +
+    logical-axis rules → `NamedSharding`s for the whole `TrainState`
     (abstract init with `jax.eval_shape`, then a jitted init with
     `out_shardings`, so no full copy of the params ever sits on one device);
   * one jitted step `(state, batch) -> (state, metrics)` with explicit in/out
     shardings and the state donated; the per-step RNG is
     `fold_in(state.rng, state.step)`, so a resumed run draws the same numbers;
-  * resume order: a checkpoint in `WORKDIR/checkpoints`, else `init_params`
-    (e.g. converted weights, `init_from`), else scratch;
-  * Orbax checkpoints every `checkpoint_every` steps and at the end (params,
-    optimizer state, step, RNG, iterator state); SIGTERM saves and exits;
-  * a NaN/Inf loss stops the run naming the step and the last good checkpoint;
-  * metrics every `log_every` steps to `metrics.jsonl` and TensorBoard, a
-    progress bar, and `results.json` at the end.
+  * after each step, the periodic actions of `hooks.py`: NaN stop, progress
+    bar, metrics (`metrics.jsonl`, TensorBoard), evaluation, stop requests
+    (SIGTERM/SIGINT), Orbax checkpoints (params, optimizer state, step, RNG,
+    iterator position and the `LoopRecord`: evaluation history, metric
+    window);
+  * `results.json` at the end (status `complete` or `stopped`), returned
+    with the final state as `(state, results)`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
+import logging
 import os
 import statistics
 import time
@@ -34,12 +36,14 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from electra_jax import checkpointing, faults, fileio, preemption, sharding
+from electra_jax import checkpointing, faults, fileio, hooks, preemption, sharding
 from electra_jax import workdir as workdir_lib
 from electra_jax.errors import ElectraError
+from electra_jax.hooks import LoopRecord, MetricsWriter, TrainingStopped  # noqa: F401 (public names)
+
+log = logging.getLogger(__name__)
 
 PyTree = Any
 LossFn = Callable[[PyTree, dict, jax.Array, bool], tuple[jax.Array, dict]]
@@ -54,10 +58,6 @@ class TrainState:
   params: PyTree
   opt_state: PyTree
   rng: jax.Array  # raw uint32[2] key; serialises as a plain array
-
-
-class TrainingStopped(ElectraError):
-  """Raised when training stops early on a non-finite loss."""
 
 
 def strip_boxes(tree: PyTree) -> PyTree:
@@ -102,74 +102,6 @@ def check_workdir_signature(workdir: str, signature: dict, *, resuming: bool = T
   fileio.atomic_write_text(path, json.dumps(normalised, indent=2, sort_keys=True))
 
 
-class MetricsWriter:
-  """Flat scalar dicts to `metrics.jsonl` and TensorBoard (process 0 only)."""
-
-  def __init__(self, workdir: str, enabled: bool = True, resume_step: int | None = None):
-    self.enabled = enabled and jax.process_index() == 0
-    self._jsonl = None
-    self._tb = None
-    if not self.enabled:
-      return
-    os.makedirs(workdir, exist_ok=True)
-    if resume_step is not None:
-      _truncate_metrics(os.path.join(workdir, "metrics.jsonl"), resume_step)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")  # noqa: SIM115
-    try:
-      from tensorboardX import SummaryWriter
-
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-    except ImportError:  # TensorBoard is optional; JSONL always works.
-      self._tb = None
-
-  def write(self, step: int, scalars: dict[str, float]) -> None:
-    if not self.enabled:
-      return
-    row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
-    self._jsonl.write(json.dumps(row) + "\n")
-    self._jsonl.flush()
-    if self._tb is not None:
-      for k, v in scalars.items():
-        self._tb.add_scalar(k, float(v), int(step))
-      self._tb.flush()
-
-  def close(self) -> None:
-    if self._jsonl is not None:
-      self._jsonl.close()
-    if self._tb is not None:
-      self._tb.close()
-
-
-def _truncate_metrics(path: str, step: int) -> None:
-  """Drops rows past `step` (written after the checkpoint a resume starts from).
-
-  The resumed run writes them again, so `metrics.jsonl` ends as an
-  uninterrupted run's would; a torn last line (a kill mid-write) goes too.
-  """
-  if not os.path.exists(path):
-    return
-  with open(path, encoding="utf-8") as f:
-    lines = f.readlines()
-  kept = []
-  for line in lines:
-    try:
-      row = json.loads(line)
-    except ValueError:
-      continue
-    if isinstance(row, dict) and int(row.get("step", 0)) <= step:
-      kept.append(line if line.endswith("\n") else line + "\n")
-  if kept != lines:
-    fileio.atomic_write_text(path, "".join(kept))
-
-
-def _progress(total: int, initial: int, enabled: bool):
-  if not enabled:
-    return None
-  from tqdm.auto import tqdm
-
-  return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, desc="train")
-
-
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation) -> Callable:
   """The pure step `(state, batch) -> (state, metrics)` (not yet jitted)."""
 
@@ -191,207 +123,245 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation) ->
   return train_step
 
 
-def train_loop(
-  *,
-  workdir: str,
-  total_steps: int,
-  init_boxed_params: Callable[[jax.Array], PyTree],
-  loss_fn: LossFn,
-  optimizer: optax.GradientTransformation,
-  data_iter: Iterator[dict],
-  seed: int = 0,
-  mesh_shape: dict | None = None,
-  sharding_rules: str = "dp",
-  log_every: int = 50,
-  checkpoint_every: int = 1000,
-  keep_checkpoints: int | None = 3,
-  async_checkpoints: bool = True,
-  init_params: Callable[[], PyTree] | None = None,
-  signature: dict | None = None,
-  tokens_per_batch: int | None = None,
-  learning_rate_fn: Callable[[int], float] | None = None,
-  eval_fn: EvalFn | None = None,
-  eval_every: int | None = None,
-  extra_results: dict | None = None,
-  progress: bool = True,
-  stop_after: int | None = None,
-  devices: list | None = None,
-) -> dict:
-  """Runs (or resumes) training in `workdir` up to `total_steps`.
+@dataclasses.dataclass(frozen=True)
+class LoopSettings:
+  """How the loop runs: length, devices, intervals. Nothing here changes the math but `seed`.
 
-  Args:
-    workdir: output directory: checkpoints, metrics.jsonl, results.json.
-    total_steps: number of optimizer steps of the whole run.
-    init_boxed_params: `rng -> params` as returned by `model.init(...)["params"]`
-      (still boxed with logical axis names); run under `jax.eval_shape` for
-      shardings, then under `jit` for scratch init.
-    loss_fn: `(params, batch, rng, deterministic) -> (loss, metrics)`.
-    optimizer: an optax transformation (see `optim.make_optimizer`).
-    data_iter: yields host numpy batches (per-process shard); if it has
-      `get_state()` / `set_state(state)` the position is checkpointed.
-    seed: seeds the train-state RNG (dropout, masking, sampling).
+  Attributes:
+    total_steps: loop steps of the whole run.
+    seed: seeds the train-state RNG (dropout, masking, sampling) and scratch init.
     mesh_shape: e.g. `{"data": -1, "fsdp": 1, "model": 1}`.
     sharding_rules: logical-axis rule preset (`dp`, `fsdp`, `fsdp_tp`).
     log_every: metrics interval in steps.
-    checkpoint_every: checkpoint interval in steps (and always at the end,
-      after every evaluation and when stopped).
+    checkpoint_every: checkpoint interval (also saved at the end, after every
+      evaluation and when stopped).
     keep_checkpoints: how many checkpoints to keep.
     async_checkpoints: save in the background.
+    eval_every: evaluation interval (and at the last step) when the task has
+      an `eval_fn`.
+    tokens_per_batch: for the tokens/s metric.
+    progress: show a progress bar.
+    stop_after: stop (with a checkpoint) after this many steps of this
+      invocation — for tests of interrupted runs.
+  """
+
+  total_steps: int
+  seed: int = 0
+  mesh_shape: dict | None = None
+  sharding_rules: str = "dp"
+  log_every: int = 50
+  checkpoint_every: int = 1000
+  keep_checkpoints: int | None = 3
+  async_checkpoints: bool = True
+  eval_every: int | None = None
+  tokens_per_batch: int | None = None
+  progress: bool = True
+  stop_after: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainTask:
+  """What is trained: everything that differs between pretraining and fine-tuning.
+
+  Attributes:
+    init_boxed_params: `rng -> params` as returned by `model.init(...)["params"]`
+      (still boxed with logical axis names).
+    loss_fn: `(params, batch, rng, deterministic) -> (loss, metrics)`.
+    optimizer: an optax transformation (see `optim.make_optimizer`).
     init_params: optional `() -> plain params` used instead of scratch init
       when the workdir has no checkpoint (e.g. converted weights).
     signature: what identifies the model; a workdir holding a checkpoint
       written with a different signature is refused.
-    tokens_per_batch: for the tokens/s metric.
     learning_rate_fn: `step -> lr` for logging.
-    eval_fn: optional `(params, step, history) -> metrics`, run every
-      `eval_every` steps and at the last step; `history` maps the steps of
-      the earlier evaluations (`str(step)`) to their metrics, restored from
-      the checkpoint on resume, so "best so far" survives interruptions.
-    eval_every: evaluation interval in steps.
-    extra_results: merged into `results.json`.
-    progress: show a progress bar.
-    stop_after: stop (with a checkpoint) after this many steps of this
-      invocation — for tests of interrupted runs.
-    devices: devices for the mesh (default: all).
+    eval_fn: optional `(params, step, history) -> metrics`; `history` maps
+      the steps of earlier evaluations (`str(step)`) to their metrics,
+      restored from the checkpoint on resume.
+  """
+
+  init_boxed_params: Callable[[jax.Array], PyTree]
+  loss_fn: LossFn
+  optimizer: optax.GradientTransformation
+  init_params: Callable[[], PyTree] | None = None
+  signature: dict | None = None
+  learning_rate_fn: Callable[[int], float] | None = None
+  eval_fn: EvalFn | None = None
+
+
+def train_loop(
+  workdir: str,
+  task: TrainTask,
+  data_iter: Iterator[dict],
+  settings: LoopSettings,
+  *,
+  extra_results: dict | None = None,
+  devices: list | None = None,
+) -> tuple[TrainState, dict]:
+  """Runs (or resumes) training in `workdir` up to `settings.total_steps`.
+
+  `data_iter` yields host numpy batches (this process's shard); if it has
+  `get_state()` / `set_state(state)` its position is checkpointed.
+  `extra_results` is merged into `results.json`; `devices` (default: all)
+  make the mesh.
 
   Returns:
-    The results dict (also written to `WORKDIR/results.json`, without
-    `state`): `status` is `complete` or `stopped` (`stopped` says why:
-    `SIGTERM`, `SIGINT`, `stop_after`, `data exhausted`), `eval` holds every
-    evaluation, `state` the final `TrainState`. A workdir whose checkpoint is
+    `(state, results)`: the final `TrainState` and the JSON results (also
+    written to `WORKDIR/results.json`): `status` is `complete` or `stopped`
+    (`stopped` says why: `SIGTERM`, `SIGINT`, `stop_after`, `data
+    exhausted`), `eval` holds every evaluation. A workdir whose checkpoint is
     already at `total_steps` is not touched: its stored results come back.
   """
-  if total_steps <= 0:
-    raise ElectraError(f"total_steps must be positive, got {total_steps}")
+  if settings.total_steps <= 0:
+    raise ElectraError(f"total_steps must be positive, got {settings.total_steps}")
   workdir = os.path.abspath(workdir)
-  mesh = sharding.make_mesh(mesh_shape or {"data": -1}, devices=devices)
-  rules = sharding.logical_axis_rules(sharding_rules)
-  init = _Init(seed, optimizer, init_boxed_params, init_params)
-  # Shapes and logical names first, outside the mesh context: Flax would
-  # otherwise apply sharding constraints to abstract values.
-  with nn.logical_axis_rules(rules):
+  mesh = sharding.make_mesh(settings.mesh_shape or {"data": -1}, devices=devices)
+  rules = sharding.logical_axis_rules(settings.sharding_rules)
+  with nn.logical_axis_rules(rules):  # outside the mesh: no constraints on abstract values
+    init = _Init(settings.seed, task)
     abstract_boxed = init.abstract_state()
   with sharding.mesh_context(mesh), nn.logical_axis_rules(rules):
     ckpt = checkpointing.Checkpointer(
       os.path.join(workdir, "checkpoints"),
-      save_every=checkpoint_every,
-      keep=keep_checkpoints,
-      async_save=async_checkpoints,
+      save_every=settings.checkpoint_every,
+      keep=settings.keep_checkpoints,
+      async_save=settings.async_checkpoints,
     )
     latest = ckpt.latest_step()
-    if signature is not None:
-      check_workdir_signature(workdir, signature, resuming=latest is not None)
-    if latest is not None and latest > total_steps:
+    _check_resumable(workdir, task, ckpt, latest, settings.total_steps)
+    shardings = sharding.param_shardings(abstract_boxed, mesh, rules)
+    state, record = setup_initial_state(init, abstract_boxed, shardings, ckpt, latest, data_iter)
+    if latest == settings.total_steps:  # finished before: change nothing
       ckpt.close()
-      raise ElectraError(
-        f"{ckpt.directory} holds step {latest}, past total_steps {total_steps}: use a new --workdir"
-      )
-    state_shardings = sharding.param_shardings(abstract_boxed, mesh, rules)
-    state, record = setup_initial_state(
-      init, abstract_boxed, state_shardings, ckpt, latest, data_iter
-    )
-    if latest == total_steps:  # finished before: change nothing
-      ckpt.close()
-      results = _finished_results(workdir, record, total_steps, extra_results)
-      results["state"] = state
-      return results
+      return state, _finished_results(workdir, record, settings.total_steps, extra_results)
+    batch_sharding = sharding.batch_sharding(mesh, rules)
     step_fn = jax.jit(
-      make_train_step(loss_fn, optimizer),
-      in_shardings=(state_shardings, sharding.batch_sharding(mesh, rules)),
-      out_shardings=(state_shardings, None),
+      make_train_step(task.loss_fn, task.optimizer),
+      in_shardings=(shardings, batch_sharding),
+      out_shardings=(shardings, None),
       donate_argnums=(0,),
     )
-    loop = _Loop(
+    ctx = hooks.LoopContext(
       workdir=workdir,
-      total_steps=total_steps,
+      total_steps=settings.total_steps,
       ckpt=ckpt,
+      writer=hooks.MetricsWriter(workdir, resume_step=int(jax.device_get(state.step))),
       record=record,
-      batch_sharding=sharding.batch_sharding(mesh, rules),
-      log_every=log_every,
-      tokens_per_batch=tokens_per_batch,
-      learning_rate_fn=learning_rate_fn,
-      eval_fn=eval_fn,
-      eval_every=eval_every,
-      progress=progress and jax.process_index() == 0,
-      stop_after=stop_after,
+      data_iter=data_iter,
+      start_step=int(jax.device_get(state.step)),
+      last_good=latest,
     )
-    state, stopped_reason = loop.run(state, step_fn, data_iter)
-
+    state, reason = _run_steps(ctx, state, step_fn, batch_sharding, make_hooks(task, settings))
   results = {
-    "status": "complete" if stopped_reason == "completed" else "stopped",
-    "step": loop.step,
-    "total_steps": total_steps,
-    "stopped": stopped_reason,
+    "status": "complete" if reason == "completed" else "stopped",
+    "step": int(jax.device_get(state.step)),
+    "total_steps": settings.total_steps,
+    "stopped": reason,
     "final_metrics": record.logged,
-    "median_step_time": statistics.median(loop.step_times) if loop.step_times else None,
+    "median_step_time": statistics.median(ctx.step_times) if ctx.step_times else None,
     "eval": record.evals,
     "devices": [str(d) for d in jax.devices()],
     **(extra_results or {}),
   }
   write_results(workdir, results)
-  results["state"] = state
-  return results
+  return state, results
 
 
-@dataclasses.dataclass
-class LoopRecord:
-  """What the loop carries across a resume besides the `TrainState`.
+def make_hooks(task: TrainTask, settings: LoopSettings) -> list[hooks.Hook]:
+  """The loop's periodic actions, in the order they run after each step."""
+  actions = [
+    hooks.NanStop(),
+    hooks.LogMetrics(settings.log_every, settings.tokens_per_batch, task.learning_rate_fn),
+  ]
+  if settings.progress and jax.process_index() == 0:
+    actions.insert(1, hooks.ProgressBar(settings.total_steps))
+  if task.eval_fn is not None:
+    actions.append(hooks.Evaluate(task.eval_fn, settings.eval_every))
+  actions += [hooks.StopRequests(settings.stop_after), hooks.Checkpoint(settings.checkpoint_every)]
+  return actions
 
-  Saved with every checkpoint (as JSON next to the iterator position), so a
-  resumed run logs the same averages and knows every earlier evaluation.
-  """
 
-  evals: dict[str, dict] = dataclasses.field(default_factory=dict)
-  window: dict[str, list[float]] = dataclasses.field(default_factory=dict)
-  logged: dict[str, float] = dataclasses.field(default_factory=dict)
+def _run_steps(ctx, state, step_fn, batch_sharding, actions) -> tuple[TrainState, str]:
+  """Steps until the last step, a stop request or the end of the data; returns why it ended."""
+  step, reason = ctx.start_step, "completed"
+  try:
+    with preemption.handle_stop_signals():
+      while step < ctx.total_steps:
+        if preemption.requested():  # before this invocation's first step: nothing new to save
+          reason = preemption.requested()
+          break
+        try:
+          batch = sharding.shard_batch(next(ctx.data_iter), batch_sharding)
+        except StopIteration:
+          reason = "data exhausted"
+          break
+        if step == ctx.start_step:
+          log.info(
+            "compiling the train step (step %d of %d includes it)", step + 1, ctx.total_steps
+          )
+        t0 = time.perf_counter()
+        state, metrics = step_fn(state, batch)
+        metrics = jax.device_get(metrics)
+        seconds = time.perf_counter() - t0
+        step += 1
+        if step == ctx.start_step + 1:
+          log.info("step %d done in %.1f s (compilation included)", step, seconds)
+        else:
+          ctx.step_times.append(seconds)
+        faults.point("after_step")
+        ctx.evaluated = False
+        info = hooks.StepInfo(step, state, metrics, seconds, final=step == ctx.total_steps)
+        for action in actions:
+          if action.due(info):
+            action(ctx, info)
+        if ctx.stop:
+          reason = ctx.stop
+          break
+  finally:
+    ctx.ckpt.wait()
+    for action in actions:
+      action.close()
+    ctx.writer.close()
+    ctx.ckpt.close()
+  return state, reason
 
-  def to_json(self, data_state: dict | None) -> dict:
-    return {
-      "iterator": data_state or {},
-      "eval": self.evals,
-      "window": self.window,
-      "logged": self.logged,
-    }
 
-  @classmethod
-  def from_json(cls, saved: dict) -> tuple[LoopRecord, dict]:
-    """`(record, iterator state)`; a checkpoint of an older version held only the latter."""
-    if "iterator" not in saved:
-      return cls(), saved
-    record = cls(
-      evals=dict(saved.get("eval") or {}),
-      window={k: list(v) for k, v in (saved.get("window") or {}).items()},
-      logged=dict(saved.get("logged") or {}),
+def _check_resumable(workdir, task, ckpt, latest, total_steps) -> None:
+  if task.signature is not None:
+    try:
+      check_workdir_signature(workdir, task.signature, resuming=latest is not None)
+    except ElectraError:
+      ckpt.close()
+      raise
+  if latest is not None and latest > total_steps:
+    ckpt.close()
+    raise ElectraError(
+      f"{ckpt.directory} holds step {latest}, past total_steps {total_steps}: use a new --workdir"
     )
-    return record, dict(saved["iterator"] or {})
 
 
 class _Init:
   """How a fresh `TrainState` is made: from scratch, or around given params."""
 
-  def __init__(self, seed, optimizer, init_boxed_params, init_params):
-    self.optimizer, self.init_boxed_params, self.init_params = (
-      optimizer,
-      init_boxed_params,
-      init_params,
-    )
+  def __init__(self, seed: int, task: TrainTask):
+    self.task = task
     self.init_rng, self.state_rng = jax.random.split(jax.random.PRNGKey(seed))
 
   def create_state(self, params) -> TrainState:
     return TrainState(
       step=jnp.zeros((), jnp.int32),
       params=params,
-      opt_state=self.optimizer.init(params),
+      opt_state=self.task.optimizer.init(params),
       rng=self.state_rng,
     )
 
   def abstract_state(self):
-    return jax.eval_shape(lambda r: self.create_state(self.init_boxed_params(r)), self.init_rng)
+    return jax.eval_shape(
+      lambda r: self.create_state(self.task.init_boxed_params(r)), self.init_rng
+    )
 
 
 def setup_initial_state(
   init: _Init, abstract_boxed, state_shardings, ckpt, latest, data_iter
-) -> tuple[TrainState, LoopRecord]:
+) -> tuple[TrainState, hooks.LoopRecord]:
   """`(state, record)`: restored from step `latest`, else from `init_params`, else scratch.
 
   `record` holds the evaluation history and the metrics window of the
@@ -405,13 +375,13 @@ def setup_initial_state(
       state_shardings,
     )
     state, saved = ckpt.restore(latest, abstract_state)
-    record, data_state = LoopRecord.from_json(saved)
+    record, data_state = hooks.LoopRecord.from_json(saved)
     if data_state and hasattr(data_iter, "set_state"):
       data_iter.set_state(data_state)
-    _say(f"resumed from {ckpt.directory} at step {latest}")
+    log.info("resumed from %s at step %d", ckpt.directory, latest)
     return state, record
-  if init.init_params is not None:
-    host_params = init.init_params()
+  if init.task.init_params is not None:
+    host_params = init.task.init_params()
     try:
       placed = jax.device_put(host_params, state_shardings.params)
     except ValueError as e:
@@ -419,19 +389,19 @@ def setup_initial_state(
         f"init_from params do not match the model: {str(e).splitlines()[0]}"
       ) from None
     state = jax.jit(init.create_state, out_shardings=state_shardings)(placed)
-    return state, LoopRecord()
+    return state, hooks.LoopRecord()
   state = jax.jit(
-    lambda r: init.create_state(strip_boxes(init.init_boxed_params(r))),
+    lambda r: init.create_state(strip_boxes(init.task.init_boxed_params(r))),
     out_shardings=state_shardings,
   )(init.init_rng)
-  return state, LoopRecord()
+  return state, hooks.LoopRecord()
 
 
 def _finished_results(workdir, record, total_steps, extra_results) -> dict:
   """The stored results of a finished run, written once if a kill came before they were."""
   stored = workdir_lib.read_results(workdir)
   if stored is not None and stored.get("status") == "complete":
-    _say(f"{workdir}: training already at its last step ({total_steps}); nothing to train")
+    log.info("%s: training already at its last step (%d); nothing to train", workdir, total_steps)
     return stored
   results = {
     "status": "complete",
@@ -446,135 +416,6 @@ def _finished_results(workdir, record, total_steps, extra_results) -> dict:
   }
   write_results(workdir, results)
   return results
-
-
-def _say(message: str) -> None:
-  if jax.process_index() == 0:
-    print(message, flush=True)
-
-
-class _Loop:
-  """The step loop and its periodic actions: log, evaluate, checkpoint, stop."""
-
-  def __init__(self, *, workdir, total_steps, ckpt, record, batch_sharding, log_every,
-               tokens_per_batch, learning_rate_fn, eval_fn, eval_every, progress, stop_after):  # fmt: skip
-    self.workdir, self.total_steps, self.ckpt, self.record = workdir, total_steps, ckpt, record
-    self.batch_sharding, self.log_every = batch_sharding, log_every
-    self.tokens_per_batch, self.learning_rate_fn = tokens_per_batch, learning_rate_fn
-    self.eval_fn, self.eval_every = eval_fn, eval_every
-    self.progress, self.stop_after = progress, stop_after
-    self.step_times: list[float] = []
-    self.step = 0
-    self._first = True
-    self.last_good = ckpt.latest_step()
-
-  def run(self, state, step_fn, data_iter) -> tuple[TrainState, str]:
-    """Steps until `total_steps`, a stop request, or the end of the data."""
-    self.step = start = int(jax.device_get(state.step))
-    writer = MetricsWriter(self.workdir, resume_step=start)
-    bar = None
-    reason = "completed"
-    try:
-      with preemption.handle_stop_signals():
-        while self.step < self.total_steps:
-          if preemption.requested():  # before this invocation's first step: nothing new to save
-            reason = preemption.requested()
-            break
-          try:
-            host_batch = next(data_iter)
-          except StopIteration:
-            reason = "data exhausted"
-            break
-          if self.step == start:
-            _say(f"compiling the train step (step {start + 1} of {self.total_steps} includes it)")
-          state, metrics, dt = self._one_step(state, step_fn, host_batch)
-          if bar is None and self.progress:
-            bar = _progress(self.total_steps, self.step, True)
-          elif bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(metrics['loss']):.4f}", refresh=False)
-          self._log(writer, metrics, dt)
-          faults.point("after_step")
-          final = self.step == self.total_steps
-          evaluated = self._maybe_eval(writer, state, final)
-          stop = preemption.requested() or (
-            "stop_after"
-            if self.stop_after is not None and self.step - start >= self.stop_after
-            else None
-          )
-          if final or stop or evaluated or self.ckpt.should_save(self.step):
-            self._save(state, data_iter)
-          if stop:
-            reason = stop
-            break
-    finally:
-      self.ckpt.wait()
-      if bar is not None:
-        bar.close()
-      writer.close()
-      self.ckpt.close()
-    return state, reason
-
-  def _one_step(self, state, step_fn, host_batch):
-    batch = sharding.shard_batch(host_batch, self.batch_sharding)
-    t0 = time.perf_counter()
-    state, metrics = step_fn(state, batch)
-    metrics = jax.device_get(metrics)
-    dt = time.perf_counter() - t0
-    self.step += 1
-    loss = float(metrics["loss"])
-    if not math.isfinite(loss):
-      where = (
-        f"step {self.last_good} in {self.ckpt.directory}"
-        if self.last_good is not None
-        else "none saved yet"
-      )
-      raise TrainingStopped(
-        f"non-finite loss ({loss}) at step {self.step}; last good checkpoint: {where}"
-      )
-    if self._first:  # includes compilation: not a step time
-      self._first = False
-      _say(f"step {self.step} done in {dt:.1f} s (compilation included)")
-    else:
-      self.step_times.append(dt)
-    return state, metrics, dt
-
-  def _log(self, writer, metrics, dt) -> None:
-    window = self.record.window
-    for k, v in metrics.items():
-      window.setdefault(k, []).append(float(v))
-    if self.step % self.log_every and self.step != self.total_steps:
-      return
-    scalars = {k: float(np.mean(v)) for k, v in window.items()}
-    recent = self.step_times[-self.log_every :] or [dt]
-    scalars["step_time"] = statistics.median(recent)
-    if self.tokens_per_batch:
-      scalars["tokens_per_sec"] = self.tokens_per_batch / scalars["step_time"]
-    if self.learning_rate_fn is not None:
-      scalars["learning_rate"] = float(self.learning_rate_fn(self.step - 1))
-    writer.write(self.step, scalars)
-    self.record.logged = scalars
-    self.record.window = {}
-
-  def _maybe_eval(self, writer, state, final) -> bool:
-    if self.eval_fn is None or not (
-      final or (self.eval_every and self.step % self.eval_every == 0)
-    ):
-      return False
-    faults.point("eval")
-    history = dict(self.record.evals)
-    metrics = self.eval_fn(state.params, self.step, history)
-    writer.write(
-      self.step, {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
-    )
-    self.record.evals[str(self.step)] = metrics
-    return True
-
-  def _save(self, state, data_iter) -> None:
-    data_state = data_iter.get_state() if hasattr(data_iter, "get_state") else None
-    self.ckpt.save(self.step, state, self.record.to_json(data_state), force=True)
-    faults.point("checkpoint_write")
-    self.last_good = self.step
 
 
 def write_results(workdir: str, results: dict) -> None:

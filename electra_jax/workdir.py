@@ -1,6 +1,6 @@
 """What a workdir remembers about the run that wrote it.
 
-`WORKDIR/config.json` holds the whole resolved config of the run (and, when a
+`WORKDIR/run_config.json` holds the whole resolved config of the run (and, when a
 resume was allowed to change something, the earlier configs and what
 changed). A re-run in the same workdir is compared with it before anything is
 written: a change to a key that changes the run's arithmetic (learning rate,
@@ -24,7 +24,7 @@ from typing import Any
 from electra_jax import fileio
 from electra_jax.errors import ElectraError
 
-CONFIG_FILE = "config.json"
+CONFIG_FILE = "run_config.json"  # not config.json: that names a HF model directory
 RESULTS_FILE = "results.json"
 
 # Changing these never changes a number the run computes (only how often it
@@ -124,7 +124,7 @@ def check_config(workdir: str, config: dict, *, resuming: bool) -> list[str]:
 
 
 def record_config(workdir: str, config: dict, changed: list[str]) -> None:
-  """Writes `config.json`; when `changed` is non-empty the earlier config is kept in `history`."""
+  """Writes `run_config.json`; when `changed` is non-empty the earlier config is kept in `history`."""
   path = os.path.join(workdir, CONFIG_FILE)
   record = read_json(path) or {}
   history = list(record.get("history", []))

@@ -262,7 +262,7 @@ def test_changed_learning_rate_is_refused_on_resume_unless_allowed(tmp_path, cap
   assert _tree_hash(tmp_path) == before
   args = [*FINETUNE, "--config.learning_rate=1e-3", "--config.allow_changed=learning_rate"]
   assert _cli(args, tmp_path, "after_step@1:SIGTERM") == 143
-  record = json.load(open(tmp_path / "config.json"))
+  record = json.load(open(tmp_path / "run_config.json"))
   assert record["config"]["learning_rate"] == 1e-3
   assert record["history"][0]["config"]["learning_rate"] == 3e-3
   assert record["history"][0]["changed"] == ["allow_changed", "learning_rate"]

@@ -224,7 +224,7 @@ def test_electra_jax_checkpoint_head_change_and_num_labels(hf_cls_dir, tmp_path,
     head="sequence_classification",
     head_kwargs={"num_labels": 3},
   )
-  with caplog.at_level(logging.WARNING, logger="electra_jax.pretrained"):
+  with caplog.at_level(logging.INFO, logger="electra_jax.pretrained"):
     m2, p2 = electra_jax.from_pretrained(out, num_labels=5)
   assert m2.num_labels == 5 and p2["classifier"]["out_proj"]["kernel"].shape == (32, 5)
   # The same-shaped classifier.dense is kept; only out_proj is re-initialised.
@@ -232,6 +232,8 @@ def test_electra_jax_checkpoint_head_change_and_num_labels(hf_cls_dir, tmp_path,
     p2["classifier"]["dense"]["kernel"], params["classifier"]["dense"]["kernel"]
   )
   assert "out_proj" in caplog.text
+  # Asked for (num_labels=5): the normal new-head message, not a warning.
+  assert all(r.levelno == logging.INFO for r in caplog.records if "afresh" in r.getMessage())
   m3, p3 = electra_jax.from_pretrained(out, head="token_classification", num_labels=2)
   assert isinstance(m3, electra_jax.ElectraForTokenClassification)
   _tree_equal(p3["electra"], params["electra"])

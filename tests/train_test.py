@@ -67,42 +67,57 @@ def _setup(nan_at_step=None):
   return init_boxed, loss_fn, optimizer
 
 
-def _run(workdir, total, stop_after=None, data=None, **kw):
-  init_boxed, loss_fn, optimizer = _setup()
-  data = data or SyntheticBatches()
-  if "mesh_shape" not in kw:  # one device unless a test asks for a mesh: fast on 2 cores
-    kw.update(mesh_shape={"data": 1}, devices=jax.devices()[:1])
-  return train.train_loop(
-    workdir=str(workdir),
-    total_steps=total,
+def _run(workdir, total, stop_after=None, data=None, *, setup=None, signature=None, **kw):
+  """`(state, results)` of `train_loop` on the tiny classifier (one device unless a mesh is asked for)."""
+  init_boxed, loss_fn, optimizer = setup or _setup()
+  devices = None
+  if "mesh_shape" not in kw:  # fast on 2 cores
+    kw["mesh_shape"], devices = {"data": 1}, jax.devices()[:1]
+  task = train.TrainTask(
     init_boxed_params=init_boxed,
     loss_fn=loss_fn,
     optimizer=optimizer,
-    data_iter=data,
+    signature={"model": CFG.to_dict()} if signature is None else signature,
+  )
+  settings = train.LoopSettings(
+    total_steps=total,
     log_every=2,
     checkpoint_every=kw.pop("checkpoint_every", 3),
     async_checkpoints=False,
     progress=False,
     stop_after=stop_after,
-    signature={"model": CFG.to_dict()},
     tokens_per_batch=96,
     **kw,
   )
+  return train.train_loop(str(workdir), task, data or SyntheticBatches(), settings, devices=devices)
 
 
 def test_resume_is_bitwise_exact(tmp_path):
-  full = _run(tmp_path / "full", 6)
-  first = _run(tmp_path / "split", 6, stop_after=3)
+  full_state, _ = _run(tmp_path / "full", 6)
+  _, first = _run(tmp_path / "split", 6, stop_after=3)
   assert first["stopped"] == "stop_after" and first["step"] == 3
-  second = _run(tmp_path / "split", 6)
+  assert first["status"] == "stopped"
+  second_state, second = _run(tmp_path / "split", 6)
   assert second["step"] == 6
-  for a, b in zip(jax.tree.leaves(full["state"].params), jax.tree.leaves(second["state"].params)):
+  for a, b in zip(jax.tree.leaves(full_state.params), jax.tree.leaves(second_state.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   lines = [json.loads(line) for line in open(tmp_path / "full" / "metrics.jsonl")]
   assert [row["step"] for row in lines] == [2, 4, 6]
   assert all("loss" in row and "tokens_per_sec" in row for row in lines)
   results = json.load(open(tmp_path / "full" / "results.json"))
   assert results["step"] == 6 and results["stopped"] == "completed"
+  assert results["status"] == "complete"
+  json.dumps(second)  # results hold JSON values only
+
+
+def test_results_are_json_and_a_finished_run_is_not_touched(tmp_path):
+  state, results = _run(tmp_path, 3)
+  assert json.loads(json.dumps(results)) == results
+  stored = json.load(open(tmp_path / "results.json"))
+  again_state, again = _run(tmp_path, 3)
+  assert again == stored
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(again_state.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_loss_falls(tmp_path):
@@ -124,38 +139,14 @@ def test_nan_loss_stops_and_names_last_checkpoint(tmp_path):
       return batch
 
   with pytest.raises(train.TrainingStopped, match=r"at step 5; last good checkpoint: step 3"):
-    train.train_loop(
-      mesh_shape={"data": 1},
-      devices=jax.devices()[:1],
-      workdir=str(tmp_path),
-      total_steps=10,
-      init_boxed_params=init_boxed,
-      loss_fn=loss_fn,
-      optimizer=optimizer,
-      data_iter=PoisonAt5(),
-      checkpoint_every=3,
-      async_checkpoints=False,
-      progress=False,
-    )
+    _run(tmp_path, 10, data=PoisonAt5(), setup=(init_boxed, loss_fn, optimizer))
 
 
 def test_workdir_of_another_model_is_refused(tmp_path):
   _run(tmp_path, 3)
   before = sorted(os.listdir(tmp_path / "checkpoints"))
-  init_boxed, loss_fn, optimizer = _setup()
   with pytest.raises(ElectraError, match="different model"):
-    train.train_loop(
-      mesh_shape={"data": 1},
-      devices=jax.devices()[:1],
-      workdir=str(tmp_path),
-      total_steps=6,
-      init_boxed_params=init_boxed,
-      loss_fn=loss_fn,
-      optimizer=optimizer,
-      data_iter=SyntheticBatches(),
-      signature={"model": CFG.replace(hidden_size=64).to_dict()},
-      progress=False,
-    )
+    _run(tmp_path, 6, signature={"model": CFG.replace(hidden_size=64).to_dict()})
   assert sorted(os.listdir(tmp_path / "checkpoints")) == before
 
 
@@ -174,9 +165,8 @@ def test_sharded_steps_match_single_device(tmp_path, rules, single_device_run):
     "fsdp": {"data": 2, "fsdp": 4},
     "fsdp_tp": {"data": 2, "fsdp": 2, "model": 2},
   }[rules]
-  sharded = _run(tmp_path / rules, 3, mesh_shape=mesh, sharding_rules=rules)
+  sharded_state, sharded = _run(tmp_path / rules, 3, mesh_shape=mesh, sharding_rules=rules)
+  single_state, single = single
   assert abs(single["final_metrics"]["loss"] - sharded["final_metrics"]["loss"]) < 1e-5
-  for a, b in zip(
-    jax.tree.leaves(single["state"].params), jax.tree.leaves(sharded["state"].params)
-  ):
+  for a, b in zip(jax.tree.leaves(single_state.params), jax.tree.leaves(sharded_state.params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5, rtol=1e-4)
