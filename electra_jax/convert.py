@@ -40,6 +40,7 @@ from electra_jax.heads import (
   NORM,
   TIED_DECODER,
   check_head,
+  check_hf_exportable,
 )
 from electra_jax.trees import expected_shapes, flatten, format_keys, unflatten, unrolled
 
@@ -339,7 +340,7 @@ def params_to_hf(params: Mapping, config: ElectraConfig, head: str | None) -> di
   Raises:
     ElectraError: a param no rule maps.
   """
-  base = check_head(head).base_model_prefix
+  base = check_hf_exportable(head).base_model_prefix
   flat = flatten(unrolled(params, config))
   out: dict[str, np.ndarray] = {}
   unmapped = []
@@ -429,7 +430,7 @@ def hf_config_dict(
   extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
   """The `config.json` contents for exporting `head` to HF."""
-  spec = check_head(head)
+  spec = check_hf_exportable(head)
   head_kwargs = dict(head_kwargs or {})
   extra = dict(extra or {})
   fields = {}

@@ -92,6 +92,7 @@ def export_model(
     "version": serving.EXPORT_VERSION,
     "task": clf.task,
     "text_columns": list(clf.text_columns),
+    "regression_range": list(clf.regression_range) if clf.regression_range else None,
     "num_labels": clf.num_labels,
     "label_map": clf.label_map,
     "max_seq_length": clf.max_seq_length,

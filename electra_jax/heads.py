@@ -44,7 +44,8 @@ class Head:
     name: our name (`None` for the bare encoder), as `build_model` and
       checkpoints spell it.
     module_class: the Linen class in `electra_jax.model` that implements it.
-    hf_architecture: the HF `transformers` class (`config.json` architectures).
+    hf_architecture: the HF `transformers` class (`config.json` architectures);
+      empty for a head HF does not have (it cannot be exported to HF).
     hf_rules: the head's own modules, outside the encoder (see the module
       docstring).
     base_model_prefix: the scope of the encoder in both param trees (HF's
@@ -105,6 +106,14 @@ _REGISTRY = (
     (("classifier.{cls}", "classifier/{cls}", LINEAR),),
     labeled=True,
   ),
+  # The official ELECTRA fine-tuning head (`finetune/classification`):
+  # dropout on [CLS], one dense layer, Glorot init. HF has no such class.
+  Head(
+    "sequence_classification_official",
+    "ElectraForSequenceClassificationOfficial",
+    "",
+    labeled=True,
+  ),
   Head(
     "question_answering",
     "ElectraForQuestionAnswering",
@@ -135,10 +144,21 @@ _REGISTRY = (
 HEADS: Mapping[str | None, Head] = MappingProxyType({h.name: h for h in _REGISTRY})
 # HF class name -> our head name.
 HEAD_OF_ARCHITECTURE: Mapping[str, str | None] = MappingProxyType(
-  {h.hf_architecture: h.name for h in _REGISTRY}
+  {h.hf_architecture: h.name for h in _REGISTRY if h.hf_architecture}
 )
 # Heads whose output size is `num_labels`.
 LABELED_HEADS = tuple(h.name for h in _REGISTRY if h.labeled)
+
+
+def check_hf_exportable(head: str | None) -> Head:
+  """The registry entry of `head`, or an `ElectraError` if HF has no class for it."""
+  spec = check_head(head)
+  if not spec.hf_architecture:
+    raise ElectraError(
+      f"head {head!r} has no HF transformers equivalent, so it cannot be exported to HF "
+      "(fine-tune with --config.head=hf for a HF-compatible classifier)"
+    )
+  return spec
 
 
 def check_head(head: str | None, where: str = "") -> Head:

@@ -517,6 +517,29 @@ class ElectraForSequenceClassification(_Base):
     )
 
 
+class ElectraForSequenceClassificationOfficial(_Base):
+  """The official ELECTRA fine-tuning head: dropout on [CLS] → one dense(num_labels).
+
+  As `finetune/classification/classification_tasks.py`: no pooler and no
+  hidden layer, `tf.layers.dense` defaults (Glorot-uniform kernel, zero bias)
+  under the `task_specific/` scope (params `task_specific/dense/*`), dropout
+  0.1 (`hidden_dropout_prob`). `num_labels == 1` is regression. HF has no
+  such class (`heads.check_hf_exportable`).
+  """
+
+  num_labels: int = 2
+
+  @nn.compact
+  def __call__(
+    self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, deterministic=True
+  ):
+    h = self._encoder()(input_ids, attention_mask, token_type_ids, position_ids, deterministic)
+    head = OfficialClassificationHead(
+      self.config, self.num_labels, self.dtype, self.param_dtype, name="task_specific"
+    )
+    return head(h, deterministic)
+
+
 class ClassificationHead(nn.Module):
   config: ElectraConfig
   num_labels: int
@@ -533,6 +556,24 @@ class ClassificationHead(nn.Module):
     x = activation_fn("gelu")(x)
     x = nn.Dropout(rate)(x, deterministic=deterministic)
     x = _dense(self.num_labels, ("mlp", None), c, self.dtype, self.param_dtype, "out_proj")(x)
+    return x.astype(jnp.float32)
+
+
+class OfficialClassificationHead(ClassificationHead):
+  """Dropout on [CLS] → one Glorot-initialised dense (the official `task_specific/` layer)."""
+
+  @nn.compact
+  def __call__(self, h, deterministic):
+    x = nn.Dropout(self.config.hidden_dropout_prob)(h[:, 0, :], deterministic=deterministic)
+    x = nn.Dense(
+      self.num_labels,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      kernel_init=nn.with_logical_partitioning(nn.initializers.glorot_uniform(), ("embed", None)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (None,)),
+      dot_general=cpu_kernels.dot_general_for_dense(),
+      name="dense",
+    )(x)
     return x.astype(jnp.float32)
 
 

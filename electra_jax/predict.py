@@ -5,9 +5,11 @@ Which model (`--model`):
     head (`electra_jax.json` + `params/`), or a HF directory holding an
     `ElectraForSequenceClassification`;
   - a directory written by `electra-jax export` (runs the exported function);
-  - a fine-tuning workdir: its `best/` checkpoint, else `last/`. A workdir with
-    several seeds (`seed_<k>/best`, ...) uses the seed that `results.json`
-    names as `"best_seed"`, else the lowest-numbered seed (`seed_0`).
+  - a fine-tuning workdir: its `last/` checkpoint (the final model, what the
+    results report), or `best/` with `checkpoint="best"` (`--checkpoint best`;
+    the other one when the asked one is missing). A workdir with several seeds
+    (`seed_<k>/last`, ...) uses the seed that `results.json` names as
+    `"best_seed"`, else the lowest-numbered seed (`seed_0`).
 
 Input files (`--input`), chosen by extension:
   - `.txt`: one example per line; a tab splits the line into text and
@@ -97,7 +99,7 @@ def _best_seed_dir(workdir: str, seeds: list[str]) -> str:
   return seeds[0]  # sorted numerically: seed_0 when present
 
 
-def resolve_model_dir(path: str | os.PathLike) -> str:
+def resolve_model_dir(path: str | os.PathLike, checkpoint: str = "last") -> str:
   """The model directory `--model path` means (see the module docstring).
 
   Raises:
@@ -113,7 +115,9 @@ def resolve_model_dir(path: str | os.PathLike) -> str:
     key=lambda d: int(d[5:]),
   )
   where = os.path.join(path, _best_seed_dir(path, seeds)) if seeds else path
-  for name in ("best", "last"):
+  if checkpoint not in ("last", "best"):
+    raise ElectraError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
+  for name in (checkpoint, "best" if checkpoint == "last" else "last"):
     candidate = os.path.join(where, name)
     if os.path.isdir(candidate) and _is_model_dir(candidate):
       return candidate
@@ -121,6 +125,10 @@ def resolve_model_dir(path: str | os.PathLike) -> str:
     f"--model {path} is neither a model directory (electra_jax.json, config.json or "
     "serving_config.json) nor a fine-tuning workdir with best/ or last/ checkpoints"
   )
+
+
+# The fine-tuning heads predict and export serve (HF's, and the official ELECTRA one).
+CLASSIFIER_HEADS = ("sequence_classification", "sequence_classification_official")
 
 
 class Classifier(NamedTuple):
@@ -135,6 +143,7 @@ class Classifier(NamedTuple):
   text_columns: tuple[str, ...]
   max_seq_length: int
   path: str
+  regression_range: tuple[float, float] | None = None
 
 
 def _label_map(path: str, extra: dict, num_labels: int) -> list[str] | None:
@@ -213,12 +222,12 @@ def load_classifier(path: str, max_seq_length: int | None = None) -> Classifier:
     archs = hf.get("architectures") or []
     head = "sequence_classification" if "ElectraForSequenceClassification" in archs else archs
     extra = convert.label_maps(hf)
-  if head != "sequence_classification":
+  if head not in CLASSIFIER_HEADS:
     raise ElectraError(
       f"{path} holds a {head!r} model; predict and export need a sequence_classification "
       "checkpoint (fine-tune one with `electra-jax finetune`)"
     )
-  model, params = pretrained.from_pretrained(path, head="sequence_classification", strict=True)
+  model, params = pretrained.from_pretrained(path, head=head, strict=True)
   config = model.config
   num_labels = int(model.num_labels)
   limit = config.max_position_embeddings
@@ -237,6 +246,7 @@ def load_classifier(path: str, max_seq_length: int | None = None) -> Classifier:
     _text_columns(extra),
     int(length),
     path,
+    regression_range=extra.get("regression_range"),
   )
 
 
@@ -249,7 +259,10 @@ def _read_json(file: str) -> dict:
 
 
 def load_predictor(
-  model: str | os.PathLike, batch_size: int = 64, max_seq_length: int | None = None
+  model: str | os.PathLike,
+  batch_size: int = 64,
+  max_seq_length: int | None = None,
+  checkpoint: str = "last",
 ) -> serving.Predictor:
   """A `serving.Predictor` for `--model` (checkpoint, export or workdir).
 
@@ -257,6 +270,7 @@ def load_predictor(
     model: see `resolve_model_dir`.
     batch_size: rows per forward call.
     max_seq_length: truncation length (default: the one stored with the model).
+    checkpoint: `last` or `best`, for a fine-tuning workdir.
 
   Returns:
     The predictor; live models run a jitted `model.apply` on bucketed shapes.
@@ -265,7 +279,7 @@ def load_predictor(
 
   from electra_jax import tokenization
 
-  path = resolve_model_dir(model)
+  path = resolve_model_dir(model, checkpoint)
   if serving.is_export_dir(path):
     predictor = serving.load_exported(path, batch_size=batch_size)
     if max_seq_length and max_seq_length != predictor.max_seq_length:
@@ -291,6 +305,7 @@ def load_predictor(
     task=clf.task,
     text_columns=clf.text_columns,
     batch_size=batch_size,
+    regression_range=clf.regression_range,
   )
 
 
@@ -353,6 +368,7 @@ def predict_file(
   evaluate: bool = False,
   progress: bool = True,
   log=None,
+  checkpoint: str = "last",
 ) -> dict[str, Any]:
   """Predicts every row of `input_path` and writes JSONL to `output_path`.
 
@@ -391,7 +407,9 @@ def predict_file(
   if isinstance(model, serving.Predictor):
     predictor = model
   else:
-    predictor = load_predictor(model, batch_size=batch_size, max_seq_length=max_seq_length)
+    predictor = load_predictor(
+      model, batch_size=batch_size, max_seq_length=max_seq_length, checkpoint=checkpoint
+    )
   if predictor.text_columns and not columns.task_columns:
     columns = columns._replace(task_columns=predictor.text_columns)
   rows = read_input(input_path, columns, fmt, need_labels=evaluate)

@@ -1,21 +1,29 @@
-"""Fine-tuning: GLUE or the user's data → classifier/regressor, via the shared `train_loop`.
+"""Fine-tuning: one per-seed loop for every task, via the shared `train_loop`.
 
-Per seed `k` (config `seed`, `seed + 1`, ...), in `WORKDIR/seed_<k>/`:
+A task adapter (`electra_jax/tasks/adapters.py`) supplies the data, head,
+features, loss, predictions and metrics; the recipe (`electra_jax/recipes.py`:
+`official` reproduces google-research/electra, `standard` is what HF Trainer
+users get) supplies the optimizer and loss switches. Per seed `k` (config
+`seed`, `seed + 1`, ...), in `WORKDIR/seed_<k>/`:
   checkpoints/   Orbax train state (a rerun resumes)
-  best/          electra-jax checkpoint with the best dev score (primary metric)
-  last/          electra-jax checkpoint at the end
+  last/          electra-jax checkpoint of the final model (what is reported)
+  best/          electra-jax checkpoint with the best dev score (dev-selected)
   metrics.jsonl, results.json
 and in `WORKDIR/`:
-  results.json        per-seed dev metrics, and median / mean / std per metric
-  test_predictions/   GLUE leaderboard files from the best seed's best model
+  results.json        per-seed dev metrics of the final model, their median /
+                      mean / std (`metrics`), the same for the best epochs
+                      (`dev_selected`), and the resolved recipe
+  test_predictions/   GLUE leaderboard files from the final model of the seed
+                      with the best final dev score
 
-`electra-jax predict --model WORKDIR` picks the best seed's `best/`.
+`electra-jax predict --model WORKDIR` uses that seed's `last/`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import statistics
@@ -25,16 +33,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-from electra_jax import faults, job_setup, optim, preemption, pretrained, train, validate
+from electra_jax import faults, job_setup, optim, preemption, pretrained, recipes, train, validate
 from electra_jax import model as model_lib
 from electra_jax import workdir as workdir_lib
 from electra_jax.errors import ElectraError
-from electra_jax.job_setup import DEFAULT_GLUE_DIR, resolve_tokenizer
+from electra_jax.job_setup import resolve_tokenizer
+from electra_jax.tasks import adapters
 
-HEAD = "sequence_classification"
-
+log = logging.getLogger(__name__)
 
 # -- data -------------------------------------------------------------------------
 
@@ -95,66 +102,22 @@ class EpochBatches:
     self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
 
-def load_task_data(cfg: ml_collections.ConfigDict):
-  """Returns `(task, label_list or None, {split: [Example]}, dev split names, test split names)`."""
-  from electra_jax.tasks import custom, glue
-
-  limit = int(cfg.max_train_examples) or None
-  if cfg.task == "custom":
-    if not cfg.train_file:
-      raise ElectraError("task=custom needs --config.train_file (and usually --config.dev_file)")
-    task, label_map, splits = custom.load_custom_task(
-      custom.CustomDataConfig.from_mapping(cfg),
-      cfg.train_file,
-      cfg.dev_file or None,
-      cfg.test_file or None,
-    )
-    if limit:
-      splits["train"] = splits["train"][:limit]
-    labels = None if label_map.regression else list(label_map.labels)
-    return (
-      task,
-      labels,
-      splits,
-      [s for s in ("dev",) if s in splits],
-      [s for s in ("test",) if s in splits],
-    )
-  task = glue.get_task(cfg.task)
-  if task.train_split is None:
-    raise ElectraError(f"task {task.name} has no training split (predict it with an MNLI model)")
-  data_dir = cfg.data_dir or DEFAULT_GLUE_DIR
-  if not os.path.isdir(data_dir):
-    raise ElectraError(
-      f"GLUE data_dir {data_dir} not found: set --config.data_dir to a download_glue_data.py directory"
-    )
-  splits = {"train": glue.read_split(task, data_dir, task.train_split, limit=limit)}
-  for split in task.dev_splits:
-    splits[split] = glue.read_split(task, data_dir, split)
-  tests = []
-  if cfg.write_test_predictions:
-    for split in task.test_splits:
-      try:
-        splits[split] = glue.read_split(task, data_dir, split)
-        tests.append(split)
-      except ElectraError as e:
-        print(f"no test predictions for {split}: {e}", flush=True)
-  labels = None if task.is_regression else list(task.label_list)
-  return task, labels, splits, list(task.dev_splits), tests
-
-
 # -- model ------------------------------------------------------------------------
 
 
-def build(cfg, tokenizer, num_labels: int, seed: int):
-  """`(model, params or None, config)`: from `init_from`, or a config for scratch init."""
+def build(cfg, tokenizer, adapter: adapters.TaskAdapter, seed: int):
+  """`(model, head, params or None, config)`: from `init_from`, or a config for scratch init.
+
+  The head is the adapter's (the recipe's), except that a HF
+  `ElectraForSequenceClassification` checkpoint keeps its own HF head.
+  """
   dtype = job_setup.compute_dtype(cfg.compute_dtype)
+  head, head_kwargs = adapter.head, dict(adapter.head_kwargs)
   if cfg.init_from:
     if not os.path.exists(cfg.init_from):
       raise ElectraError(f"init_from {cfg.init_from} does not exist")
-    _check_init_head(cfg.init_from, num_labels)
-    loaded, params = pretrained.from_pretrained(
-      cfg.init_from, head=HEAD, num_labels=num_labels, seed=seed
-    )
+    head = _check_init_head(cfg.init_from, head, head_kwargs.get("num_labels"))
+    loaded, params = pretrained.from_pretrained(cfg.init_from, head=head, seed=seed, **head_kwargs)
     config = loaded.config
     if config.vocab_size < tokenizer.vocab_size:
       raise ElectraError(
@@ -171,67 +134,44 @@ def build(cfg, tokenizer, num_labels: int, seed: int):
     raise ElectraError(
       f"max_seq_length {cfg.max_seq_length} exceeds the model's max_position_embeddings {config.max_position_embeddings}"
     )
-  model = model_lib.build_model(config, HEAD, dtype=dtype, num_labels=num_labels)
-  return model, params, config
+  model = model_lib.build_model(config, head, dtype=dtype, **head_kwargs)
+  return model, head, params, config
 
 
-def _check_init_head(path: str, num_labels: int) -> None:
-  """Refuses a checkpoint whose task head does not fit this task.
+def _check_init_head(path: str, head: str, num_labels: int | None) -> str:
+  """The head to fine-tune from `path`; refuses a checkpoint whose task head does not fit.
 
   Encoders, discriminators and generators are fine (a new head is
-  initialised); a classifier with another number of labels, or another task
-  head, almost always means the wrong `init_from`.
+  initialised); a sequence classifier keeps its own head (the HF one keeps
+  HF's two-layer head whatever the recipe says); a classifier with another
+  number of labels, or another task head, almost always means the wrong
+  `init_from`.
   """
   from electra_jax import convert, hf_files
 
   validate.check_not_pretraining_workdir(path)  # else "no config.json" hides where the model is
   if pretrained.is_checkpoint_dir(path):
     meta = pretrained.read_checkpoint_meta(path)
-    head, kwargs = meta.get("head"), meta.get("head_kwargs") or {}
+    own, kwargs = meta.get("head"), meta.get("head_kwargs") or {}
   else:
     hf_config = hf_files.read_hf_config(path)
-    head = convert.detect_head(hf_config)
-    kwargs = convert.head_kwargs_from_hf(hf_config, head)
-  if head in (None, "pretraining", "masked_lm"):
-    return
-  if head != HEAD:
+    own = convert.detect_head(hf_config)
+    kwargs = convert.head_kwargs_from_hf(hf_config, own)
+  if own in (None, "pretraining", "masked_lm"):
+    return head
+  if own not in recipes.HEAD_NAMES.values():
     raise ElectraError(
-      f"init_from {path} is a {head} model, not a sequence classifier; convert its encoder with "
+      f"init_from {path} is a {own} model, not a sequence classifier; convert its encoder with "
       "`electra-jax convert --head none` first if you mean to reuse it"
     )
-  if int(kwargs.get("num_labels", 2)) != num_labels:
+  if num_labels is not None and int(kwargs.get("num_labels", 2)) != num_labels:
     raise ElectraError(
       f"init_from {path} classifies {kwargs.get('num_labels')} labels but this task has {num_labels}: "
       "init from the pretrained discriminator instead"
     )
-
-
-def make_loss_fn(model, num_labels: int, weights: np.ndarray | None):
-  regression = num_labels == 1
-  w = None if weights is None else jnp.asarray(weights, jnp.float32)
-
-  def loss_fn(params, batch, rng, deterministic):
-    logits = model.apply(
-      {"params": params},
-      batch["input_ids"],
-      attention_mask=batch["input_mask"],
-      token_type_ids=batch["segment_ids"],
-      deterministic=deterministic,
-      rngs={"dropout": rng},
-    )
-    labels = batch["labels"]
-    if regression:
-      loss = jnp.mean(jnp.square(logits[:, 0] - labels))
-      return loss, {}
-    per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    if w is not None:
-      ex_w = w[labels]
-      loss = jnp.sum(per_example * ex_w) / jnp.sum(ex_w)
-    else:
-      loss = jnp.mean(per_example)
-    return loss, {"accuracy": jnp.mean(logits.argmax(-1) == labels)}
-
-  return loss_fn
+  if own != head:
+    log.info("init_from %s is a %s model: fine-tuning keeps its head (not %s)", path, own, head)
+  return own
 
 
 def make_predict_fn(model, eval_batch_size: int):
@@ -262,10 +202,6 @@ def make_predict_fn(model, eval_batch_size: int):
     return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
   return predict
-
-
-def _predictions(logits: np.ndarray, regression: bool) -> np.ndarray:
-  return logits[:, 0] if regression else logits.argmax(-1)
 
 
 # -- the run ----------------------------------------------------------------------
@@ -306,7 +242,7 @@ def run(
     and not workdir_lib.math_changes(changed)
     and sorted(int(s) for s in stored.get("seeds", {})) == seeds
   ):
-    print(f"{workdir}: fine-tuning already complete ({len(seeds)} seed(s)); nothing to do")
+    log.info("%s: fine-tuning already complete (%d seed(s)); nothing to do", workdir, len(seeds))
     return stored
   with preemption.handle_stop_signals():
     job = _prepare_job(cfg, workdir, progress=progress, stop_after=stop_after)
@@ -323,7 +259,7 @@ def run(
           "stopped": entry["stopped"],
           "seed": seed,
           "step": entry["step"],
-          "task": job.task.name,
+          "task": job.adapter.name,
           "config": config,
           "seeds": per_seed,
         }
@@ -332,25 +268,17 @@ def run(
       per_seed[seed] = entry
       faults.point("between_seeds")
 
-  summary = _summarise(job.task, per_seed, job.dev_splits)
+  summary = _summarise(job, per_seed)
   summary.update(
     status="complete",
+    recipe=job.adapter.recipe,
     config=config,
     config_history=workdir_lib.config_history(workdir),
-    task=job.task.name,
+    task=job.adapter.name,
     seeds=per_seed,
   )
-  if job.test_splits and jax.process_index() == 0 and summary.get("best_seed") is not None:
-    summary["test_predictions"] = _write_test_predictions(
-      cfg,
-      workdir,
-      job.task,
-      summary["best_seed"],
-      job.feats,
-      job.test_splits,
-      job.label_list,
-      job.regression,
-    )
+  if job.adapter.test_splits and jax.process_index() == 0 and summary.get("best_seed") is not None:
+    summary["test_predictions"] = _write_test_predictions(job, summary["best_seed"])
   train.write_results(workdir, summary)
   return summary
 
@@ -375,10 +303,7 @@ class _Job:
 
   cfg: ml_collections.ConfigDict
   workdir: str
-  task: Any
-  label_list: list | None
-  dev_splits: list
-  test_splits: list
+  adapter: adapters.TaskAdapter
   feats: dict
   tokenizer: Any
   weights: np.ndarray | None
@@ -387,139 +312,148 @@ class _Job:
   progress: bool
   stop_after: int | None
 
-  @property
-  def num_labels(self) -> int:
-    return 1 if self.label_list is None else len(self.label_list)
-
-  @property
-  def regression(self) -> bool:
-    return self.num_labels == 1
-
   def primary(self, metrics_by_name: dict):
     """The task's primary dev metric in an evaluation's metrics (None without dev data)."""
-    if not self.dev_splits:
+    dev = self.adapter.dev_splits
+    if not dev:
       return None
-    name = self.task.primary_metric
-    return metrics_by_name.get(name, metrics_by_name.get(f"{self.dev_splits[0]}/{name}"))
+    name = self.adapter.primary_metric
+    return metrics_by_name.get(name, metrics_by_name.get(f"{dev[0]}/{name}"))
 
 
 def _prepare_job(cfg, workdir, *, progress, stop_after) -> _Job:
   """Reads and featurises the task's data once for all seeds."""
   from electra_jax.tasks import augment as augment_lib
-  from electra_jax.tasks import custom, features
+  from electra_jax.tasks import custom
 
-  task, label_list, splits, dev_splits, test_splits = load_task_data(cfg)
+  adapter = adapters.make_adapter(cfg)
   tokenizer = resolve_tokenizer(cfg)
-  label_map = None if label_list is None else {label: i for i, label in enumerate(label_list)}
-  length = int(cfg.max_seq_length)
-  source = cfg.train_file if task.name == "custom" else (cfg.data_dir or DEFAULT_GLUE_DIR)
-  sizes = ", ".join(f"{name} {len(examples):,}" for name, examples in splits.items())
-  labels = (
-    "regression"
-    if label_list is None
-    else f"{len(label_list)} labels ({', '.join(map(str, label_list))})"
+  feats = adapter.featurize(tokenizer, int(cfg.max_seq_length))
+  sizes = ", ".join(f"{name} {len(f['input_ids']):,}" for name, f in feats.items())
+  labels = getattr(adapter, "label_list", None)
+  described = (
+    "regression" if labels is None else f"{len(labels)} labels ({', '.join(map(str, labels))})"
   )
-  print(f"task {task.name} from {os.path.abspath(source)}: {sizes} examples; {labels}", flush=True)
-  feats = {
-    name: features.featurize(examples, tokenizer, length, label_map)
-    for name, examples in splits.items()
-  }
+  log.info(
+    "task %s from %s: %s examples; %s; recipe %s",
+    adapter.name,
+    adapter.source,
+    sizes,
+    described,
+    ", ".join(f"{k}={v}" for k, v in adapter.recipe.items()),
+  )
   weights = None
-  if cfg.class_weights and label_list is not None:
+  if cfg.class_weights and labels is not None:
     spec = cfg.class_weights
     if spec.strip().startswith("{"):
       spec = json.loads(spec)
-    weights = custom.class_weights(spec, feats["train"]["labels"], label_list)
+    weights = custom.class_weights(spec, feats["train"]["labels"], labels)
   return _Job(
     cfg=cfg,
     workdir=workdir,
-    task=task,
-    label_list=label_list,
-    dev_splits=dev_splits,
-    test_splits=test_splits,
+    adapter=adapter,
     feats=feats,
     tokenizer=tokenizer,
     weights=weights,
     noise=augment_lib.NoiseConfig.from_mapping(cfg.augment.to_dict()),
     extra={
-      "task": task.name,
-      "label_map": label_list,
-      "max_seq_length": length,
-      "text_columns": list(task.text_columns),
+      "task": adapter.name,
+      "label_map": labels,
+      "max_seq_length": int(cfg.max_seq_length),
+      "text_columns": list(getattr(adapter, "task", adapter).text_columns),
+      "recipe": adapter.recipe,
+      # Targets were (y - min) / max: predict and export map scores back.
+      "regression_range": list(getattr(adapter, "regression_range", None) or []) or None,
     },
     progress=progress,
     stop_after=stop_after,
   )
 
 
+def make_optimizer(cfg, recipe: dict, total_steps: int, num_layers: int):
+  """The fine-tuning optax chain: the recipe's Adam, schedule and layer-wise decay.
+
+  The official schedule's warmup is `total × warmup_fraction` unrounded, as
+  `create_optimizer` computes it; the standard one rounds it down to steps.
+  """
+  warmup = float(cfg.warmup_fraction) * total_steps
+  decay = float(cfg.layerwise_lr_decay)
+  return optim.make_optimizer(
+    learning_rate=float(cfg.learning_rate),
+    total_steps=total_steps,
+    warmup_steps=warmup if recipe["official_schedule"] else int(warmup),
+    weight_decay=float(cfg.weight_decay),
+    eps=float(cfg.adam_eps),
+    clip_norm=float(cfg.clip_norm),
+    official_adam=bool(recipe["official_adam"]),
+    official_schedule=bool(recipe["official_schedule"]),
+    layerwise_lr_decay=decay if decay != 1.0 else None,
+    num_layers=num_layers,
+    llrd_official_off_by_one=bool(recipe["llrd_official_off_by_one"]),
+  )
+
+
+def _learning_rate_fn(cfg, recipe: dict, total_steps: int):
+  warmup = float(cfg.warmup_fraction) * total_steps
+  return optim.make_schedule(
+    float(cfg.learning_rate),
+    warmup if recipe["official_schedule"] else int(warmup),
+    total_steps,
+    official=bool(recipe["official_schedule"]),
+  )
+
+
 def _run_seed(job: _Job, seed: int) -> dict:
   """Trains (or resumes, or skips when finished) one seed; returns its summary entry."""
-  cfg = job.cfg
+  cfg, adapter = job.cfg, job.adapter
   seed_dir = os.path.join(job.workdir, f"seed_{seed}")
   stored = workdir_lib.read_results(seed_dir)
   if stored is not None and stored.get("status") == "complete" and "summary" in stored:
     return stored["summary"]
   _recover_swap(os.path.join(seed_dir, "best"))
-  model, init_params, config = build(cfg, job.tokenizer, job.num_labels, seed)
+  model, head, init_params, config = build(cfg, job.tokenizer, adapter, seed)
   data = EpochBatches(job.feats["train"], int(cfg.batch_size), seed, job.noise, job.tokenizer)
   total = int(cfg.epochs) * data.steps_per_epoch
-  warmup = int(float(cfg.warmup_fraction) * total)
-  decay = float(cfg.layerwise_lr_decay)
-  optimizer = optim.make_optimizer(
-    learning_rate=float(cfg.learning_rate),
-    total_steps=total,
-    warmup_steps=warmup,
-    weight_decay=float(cfg.weight_decay),
-    eps=float(cfg.adam_eps),
-    clip_norm=float(cfg.clip_norm),
-    layerwise_lr_decay=decay if decay != 1.0 else None,
-    num_layers=config.num_hidden_layers,
-    llrd_official_off_by_one=bool(cfg.llrd_official_off_by_one),
-  )
   length = int(cfg.max_seq_length)
+  saver = _ModelSaver(config, head, adapter.head_kwargs, job.tokenizer, job.extra)
 
   def init_boxed(rng):
     return model.init(rng, jnp.zeros((1, length), jnp.int32))["params"]
 
-  results = train.train_loop(
-    workdir=seed_dir,
-    total_steps=total,
+  task = train.TrainTask(
     init_boxed_params=init_boxed,
-    loss_fn=make_loss_fn(model, job.num_labels, job.weights),
-    optimizer=optimizer,
-    data_iter=data,
+    loss_fn=adapter.loss_fn(model, job.weights),
+    optimizer=make_optimizer(cfg, adapter.recipe, total, config.num_hidden_layers),
+    init_params=(lambda p=init_params: p) if init_params is not None else None,
+    signature={
+      "model": config.to_dict(),
+      "task": adapter.name,
+      "head": head,
+      **adapter.head_kwargs,
+      "max_seq_length": length,
+    },
+    learning_rate_fn=_learning_rate_fn(cfg, adapter.recipe, total),
+    eval_fn=_make_eval_fn(job, model, saver, seed, seed_dir) if adapter.dev_splits else None,
+  )
+  settings = train.LoopSettings(
+    total_steps=total,
     seed=seed,
     mesh_shape=dict(cfg.mesh),
     sharding_rules=str(cfg.sharding_rules),
     log_every=int(cfg.log_every),
     checkpoint_every=int(cfg.checkpoint_every),
-    init_params=(lambda p=init_params: p) if init_params is not None else None,
-    signature={
-      "model": config.to_dict(),
-      "task": job.task.name,
-      "num_labels": job.num_labels,
-      "max_seq_length": length,
-    },
-    tokens_per_batch=int(cfg.batch_size) * length,
-    learning_rate_fn=optim.make_schedule(float(cfg.learning_rate), warmup, total),
-    eval_fn=_make_eval_fn(job, model, config, seed, seed_dir) if job.dev_splits else None,
     eval_every=data.steps_per_epoch,
-    extra_results={"config": cfg.to_dict(), "seed": seed},
+    tokens_per_batch=int(cfg.batch_size) * length,
     progress=job.progress,
     stop_after=job.stop_after,
   )
-  state = results.pop("state")
+  state, results = train.train_loop(
+    seed_dir, task, data, settings, extra_results={"config": cfg.to_dict(), "seed": seed}
+  )
   if results["status"] != "complete":
     return _stopped_entry(results["stopped"], results["step"])
   if jax.process_index() == 0:
-    _save_model(
-      os.path.join(seed_dir, "last"),
-      config,
-      state.params,
-      job.num_labels,
-      job.tokenizer,
-      {**job.extra, "step": results["step"]},
-    )
+    saver.save(os.path.join(seed_dir, "last"), state.params, {"step": results["step"]})
   entry = _seed_entry(job, results.get("eval", {}))
   results.update(summary=entry)
   train.write_results(seed_dir, results)  # `summary` marks the seed finished, last/ included
@@ -537,86 +471,93 @@ def _best_step(job: _Job, history: dict) -> tuple[float, int | None]:
 
 
 def _seed_entry(job: _Job, evals: dict) -> dict:
+  """The final model's dev metrics (`last`, the headline) and the dev-selected best epoch's."""
   final_eval = evals[max(evals, key=int)] if evals else {}
   _, best_step = _best_step(job, evals)
   best_eval = evals[str(best_step)] if best_step is not None else final_eval
   return {
     "status": "complete",
+    "last": final_eval,
     "best_step": best_step,
     "best": best_eval,
-    "last": final_eval,
     "epochs": evals,
   }
 
 
-def _make_eval_fn(job: _Job, model, config, seed: int, seed_dir: str):
-  """`(params, step, history) -> dev metrics`; saves `best/` on a new best primary score."""
-  from electra_jax.tasks import metrics
+def _make_eval_fn(job: _Job, model, saver, seed: int, seed_dir: str):
+  """`(params, step, history) -> dev metrics`, and `best/` kept at the best primary score.
 
+  Saving `best/` is the job's bookkeeping, not the evaluation's: it happens
+  here only because the params of an epoch exist only while the loop holds
+  them; the history (restored on resume) decides, so it survives interruptions.
+  """
   predict = make_predict_fn(model, int(job.cfg.eval_batch_size))
+  adapter = job.adapter
+
+  def evaluate(params) -> dict:
+    out = {}
+    for split in adapter.dev_splits:
+      f = job.feats[split]
+      m = adapter.metrics(adapter.predictions(predict(params, f)), f)
+      prefix = "" if len(adapter.dev_splits) == 1 else f"{split}/"
+      out.update({f"{prefix}{name}": value for name, value in m.items()})
+    return out
 
   def eval_fn(params, step, history):
-    out = {}
-    for split in job.dev_splits:
-      f = job.feats[split]
-      preds = _predictions(predict(params, f), job.regression)
-      m = metrics.compute_metrics(job.task, preds, f["labels"])
-      prefix = "" if len(job.dev_splits) == 1 else f"{split}/"
-      out.update({f"{prefix}{name}": value for name, value in m.items()})
+    out = evaluate(params)
     primary = job.primary(out)
-    best, _ = _best_step(job, history)
-    if primary is not None and primary > best and jax.process_index() == 0:
-      _save_model(
-        os.path.join(seed_dir, "best"),
-        config,
-        params,
-        job.num_labels,
-        job.tokenizer,
-        {**job.extra, "step": step, "dev": out},
-      )
-    print(
-      f"[seed {seed}] step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in out.items()),
-      flush=True,
-    )
+    if primary is not None and primary > _best_step(job, history)[0] and jax.process_index() == 0:
+      saver.save(os.path.join(seed_dir, "best"), params, {"step": step, "dev": out})
+    log.info("[seed %d] step %d: %s", seed, step, ", ".join(f"{k} {v:.4f}" for k, v in out.items()))
     return out
 
   return eval_fn
 
 
-def _save_model(path, config, params, num_labels, tokenizer, extra) -> None:
-  """Writes an electra-jax checkpoint to `path`, replacing what is there atomically.
+@dataclasses.dataclass
+class _ModelSaver:
+  """Writes electra-jax checkpoints of one seed's model (`best/`, `last/`)."""
 
-  The new copy is written beside it, then swapped in with two renames
-  (`path` → `path.old`, new → `path`); a kill between them leaves
-  `path.old`, which `_recover_swap` puts back, so `path` is always either the
-  previous or the new model, never missing or half-written.
-  """
-  tmp = path + ".tmp"
-  shutil.rmtree(tmp, ignore_errors=True)
-  tok_tmp = path + ".tokenizer.tmp"
-  shutil.rmtree(tok_tmp, ignore_errors=True)
-  tokenizer.save(tok_tmp)
-  pretrained.save_pretrained(
-    tmp,
-    config,
-    jax.device_get(params),
-    head=HEAD,
-    head_kwargs={"num_labels": num_labels},
-    tokenizer_dir=tok_tmp,
-    extra=extra,
-  )
-  shutil.rmtree(tok_tmp, ignore_errors=True)
-  old = path + ".old"
-  shutil.rmtree(old, ignore_errors=True)
-  if os.path.exists(path):
-    os.replace(path, old)
-  faults.point("model_swap")
-  os.replace(tmp, path)
-  shutil.rmtree(old, ignore_errors=True)
+  config: Any
+  head: str
+  head_kwargs: dict
+  tokenizer: Any
+  extra: dict
+
+  def save(self, path: str, params, extra: dict) -> None:
+    """Replaces `path` atomically.
+
+    The new copy is written beside it, then swapped in with two renames
+    (`path` → `path.old`, new → `path`); a kill between them leaves
+    `path.old`, which `_recover_swap` puts back, so `path` is always either
+    the previous or the new model, never missing or half-written.
+    """
+    tmp = path + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tok_tmp = path + ".tokenizer.tmp"
+    shutil.rmtree(tok_tmp, ignore_errors=True)
+    self.tokenizer.save(tok_tmp)
+    pretrained.save_pretrained(
+      tmp,
+      self.config,
+      jax.device_get(params),
+      head=self.head,
+      head_kwargs=self.head_kwargs,
+      tokenizer_dir=tok_tmp,
+      extra={**self.extra, **extra},
+    )
+    shutil.rmtree(tok_tmp, ignore_errors=True)
+    old = path + ".old"
+    shutil.rmtree(old, ignore_errors=True)
+    if os.path.exists(path):
+      os.replace(path, old)
+    faults.point("model_swap")
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _recover_swap(path: str) -> None:
-  """Undoes a `_save_model` interrupted between its two renames."""
+  """Undoes a `_ModelSaver.save` interrupted between its two renames."""
   old = path + ".old"
   if os.path.exists(old) and not os.path.exists(path):
     os.replace(old, path)
@@ -625,45 +566,56 @@ def _recover_swap(path: str) -> None:
   shutil.rmtree(path + ".tokenizer.tmp", ignore_errors=True)
 
 
-def _summarise(task, per_seed: dict, dev_splits) -> dict:
-  """Median / mean / std of each best-checkpoint dev metric across seeds."""
-  names = sorted({k for r in per_seed.values() for k in r["best"]})
-  stats = {}
-  for name in names:
-    values = [r["best"][name] for r in per_seed.values() if name in r["best"]]
-    stats[name] = {
-      "median": statistics.median(values),
-      "mean": statistics.fmean(values),
-      "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
-      "values": values,
-    }
-  primary = (
-    task.primary_metric
-    if task.primary_metric in names
-    else (f"{dev_splits[0]}/{task.primary_metric}" if dev_splits else None)
-  )
+def _stats(values: list[float]) -> dict:
+  return {
+    "median": statistics.median(values),
+    "mean": statistics.fmean(values),
+    "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
+    "values": values,
+  }
+
+
+def _summarise(job: _Job, per_seed: dict) -> dict:
+  """Median / mean / std over seeds of the final model's dev metrics (`metrics`, the headline,
+  as the official code reports) and of the dev-selected best epochs' (`dev_selected`)."""
+
+  def by_metric(kind: str) -> dict:
+    names = sorted({k for r in per_seed.values() for k in r[kind]})
+    return {n: _stats([r[kind][n] for r in per_seed.values() if n in r[kind]]) for n in names}
+
+  final, selected = by_metric("last"), by_metric("best")
+  dev = job.adapter.dev_splits
+  name = job.adapter.primary_metric
+  primary = name if name in final else (f"{dev[0]}/{name}" if dev else None)
   best_seed = None
-  if primary in names:
-    best_seed = max(per_seed, key=lambda s: per_seed[s]["best"].get(primary, -float("inf")))
-  return {"primary_metric": primary, "metrics": stats, "best_seed": best_seed}
+  if primary in final:
+    best_seed = max(per_seed, key=lambda s: per_seed[s]["last"].get(primary, -float("inf")))
+  return {
+    "primary_metric": primary,
+    "metrics": final,
+    "dev_selected": {
+      "note": "best of the per-epoch dev evaluations: optimistic, not what the paper reports",
+      "metrics": selected,
+    },
+    "best_seed": best_seed,
+  }
 
 
-def _write_test_predictions(
-  cfg, workdir, task, seed, feats, test_splits, label_list, regression
-) -> dict:
+def _write_test_predictions(job: _Job, seed: int) -> dict:
+  """GLUE submission files from `seed`'s final model (`last/`)."""
   from electra_jax.tasks import metrics
 
-  best_dir = os.path.join(workdir, f"seed_{seed}", "best")
-  model, params = pretrained.from_pretrained(best_dir)
-  predict = make_predict_fn(model, int(cfg.eval_batch_size))
-  out_dir = os.path.join(workdir, "test_predictions")
+  adapter = job.adapter
+  model, params = pretrained.from_pretrained(os.path.join(job.workdir, f"seed_{seed}", "last"))
+  predict = make_predict_fn(model, int(job.cfg.eval_batch_size))
+  out_dir = os.path.join(job.workdir, "test_predictions")
   written = {}
-  for split in test_splits:
-    preds = _predictions(predict(params, feats[split]), regression)
-    values = preds.tolist() if regression else [label_list[i] for i in preds]
+  for split in adapter.test_splits:
+    preds = adapter.predictions(predict(params, job.feats[split]))
+    values = preds.tolist() if adapter.regression else [adapter.label_list[i] for i in preds]
     written[split] = (
-      metrics.write_glue_submission(task, values, out_dir, split=split)
-      if task.name != "custom"
+      metrics.write_glue_submission(adapter.task, values, out_dir, split=split)
+      if adapter.name != "custom"
       else None
     )
   return written

@@ -108,6 +108,7 @@ class Predictor:
     text_columns: Sequence[str] = (),
     batch_size: int = 64,
     fixed_length: bool = False,
+    regression_range: Sequence[float] | None = None,
   ):
     if batch_size < 1:
       raise ElectraError(f"batch size must be a positive integer, got {batch_size}")
@@ -124,6 +125,9 @@ class Predictor:
     else:
       label_map = None
     self.forward = forward
+    # (min, max) when the model was trained on targets scaled to (y - min) / max
+    # (the official recipe's STS-B); scores are mapped back to the label scale.
+    self.regression_range = tuple(regression_range) if regression_range else None
     self.tokenizer = tokenizer
     self.num_labels = int(num_labels)
     self.label_map = label_map
@@ -225,7 +229,8 @@ class Predictor:
   def rows_from_logits(self, logits: np.ndarray) -> list[dict[str, Any]]:
     """Labels and probabilities (or scores) for each row of `logits`."""
     if self.is_regression:
-      return [{"score": float(x)} for x in np.asarray(logits)[:, 0]]
+      low, high = self.regression_range or (0.0, 1.0)
+      return [{"score": float(x * high + low)} for x in np.asarray(logits)[:, 0]]
     probs = softmax(logits)
     labels = self.label_map
     return [
@@ -380,4 +385,5 @@ def load_exported(path: str | os.PathLike, batch_size: int = 64) -> Predictor:
     text_columns=cfg.get("text_columns") or (),
     batch_size=batch_size,
     fixed_length=bool(cfg.get("fixed_length")),
+    regression_range=cfg.get("regression_range"),
   )

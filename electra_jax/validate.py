@@ -20,7 +20,7 @@ import os
 from collections.abc import Sequence
 from numbers import Integral, Real
 
-from electra_jax import job_setup, objectives, textfiles
+from electra_jax import job_setup, objectives, recipes, textfiles
 from electra_jax.errors import ElectraError
 from electra_jax.tasks import glue
 
@@ -160,7 +160,7 @@ def is_pretraining_workdir(path: str) -> bool:
 
   A finished run has `final/discriminator`; one still running (or stopped)
   has `checkpoints/` and a record of a pretraining config (with an
-  `objective`) in results.json, config.json or model_signature.json.
+  `objective`) in results.json, run_config.json or model_signature.json.
   """
   if not os.path.isdir(path):
     return False
@@ -168,7 +168,7 @@ def is_pretraining_workdir(path: str) -> bool:
     return True
   if not os.path.isdir(os.path.join(path, "checkpoints")):
     return False
-  for name in ("results.json", "config.json", "model_signature.json"):
+  for name in ("results.json", "run_config.json", "model_signature.json"):
     data = _read_json(os.path.join(path, name))
     if isinstance(data, dict):
       config = data.get("config") if isinstance(data.get("config"), dict) else data
@@ -330,6 +330,8 @@ def check_finetune_config(cfg, workdir: str | None = None) -> None:
     )
   _int_at_least(cfg, "epochs", 1)
   _common(cfg)
+  if _get(cfg, "recipe") is not _MISSING:
+    recipes.resolve(cfg)  # an unknown recipe or switch value
   _int_at_least(cfg, "eval_batch_size", 1)
   _int_at_least(cfg, "seeds", 1, label="--config.seeds (--seeds)")
   _int_at_least(cfg, "max_train_examples", 0, label="--config.max_train_examples (0 = all)")

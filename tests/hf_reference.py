@@ -25,9 +25,11 @@ def require_hf():
   return torch, transformers
 
 
-# Every registered head, and the HF class each converts to and from.
-HEADS = tuple(HEAD_REGISTRY)
-HF_CLASS = {name: head.hf_architecture for name, head in HEAD_REGISTRY.items()}
+# Every registered head; those HF has (all but the official fine-tuning head),
+# and the HF class each converts to and from.
+ALL_HEADS = tuple(HEAD_REGISTRY)
+HEADS = tuple(name for name, head in HEAD_REGISTRY.items() if head.hf_architecture)
+HF_CLASS = {name: HEAD_REGISTRY[name].hf_architecture for name in HEADS}
 
 # Tiny HF configs. "factorized": embedding_size != hidden_size (embeddings_project
 # exists), like the released small/generator models; "square": equal, like base.

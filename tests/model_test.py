@@ -10,13 +10,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hf_reference import HEADS, batch, hf_model, hf_output, jax_output, require_hf, state_dict_numpy
+from hf_reference import (
+  ALL_HEADS,
+  batch,
+  hf_model,
+  hf_output,
+  jax_output,
+  require_hf,
+  state_dict_numpy,
+)
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from electra_jax import convert, heads
 from electra_jax import model as model_lib
 from electra_jax.config import ACTIVATIONS, ElectraConfig
+from electra_jax.errors import ElectraError
 
 # bf16 has an 8-bit mantissa (relative step 2**-8 ~ 0.4%); through two layers
 # and the heads, errors stay well under 3% of the output's scale.
@@ -188,7 +197,7 @@ def test_masked_positions_select_rows_of_full_logits(tiny):
   np.testing.assert_allclose(part, want, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("head", HEADS, ids=str)
+@pytest.mark.parametrize("head", ALL_HEADS, ids=str)
 def test_output_shapes(head, tiny):
   kwargs = {"num_labels": 5} if head in heads.LABELED_HEADS else {}
   model = model_lib.build_model(tiny, head, **kwargs)
@@ -200,11 +209,44 @@ def test_output_shapes(head, tiny):
     "pretraining": (2, 7),
     "masked_lm": (2, 7, tiny.vocab_size),
     "sequence_classification": (2, 5),
+    "sequence_classification_official": (2, 5),
     "question_answering": (2, 7, 2),
     "token_classification": (2, 7, 5),
     "multiple_choice": (2, 4),
   }[head]
   assert out.shape == want
+
+
+def test_official_head_is_cls_dropout_and_one_glorot_dense(tiny):
+  """finetune/classification: dropout(0.1) on [CLS] → tf.layers.dense(num_labels); no pooler."""
+  model = model_lib.build_model(tiny, "sequence_classification_official", num_labels=3)
+  params = model_lib.init_params(model, jax.random.key(0))
+  head = jax.tree.map(np.shape, params["task_specific"])
+  assert head == {"dense": {"kernel": (tiny.hidden_size, 3), "bias": (3,)}}
+  assert set(params) == {"electra", "task_specific"}
+  kernel = np.asarray(params["task_specific"]["dense"]["kernel"])
+  limit = np.sqrt(6 / (tiny.hidden_size + 3))  # Glorot uniform, TF's dense default
+  assert np.all(np.abs(kernel) <= limit) and np.abs(kernel).max() > 0.5 * limit
+  assert not np.any(params["task_specific"]["dense"]["bias"])
+  ids = np.asarray(batch(None, tiny.vocab_size)["input_ids"])
+  hidden = model_lib.build_model(tiny, None).apply({"params": params["electra"]}, ids)
+  logits = model.apply({"params": params}, ids)
+  want = np.asarray(hidden)[:, 0] @ kernel + np.asarray(params["task_specific"]["dense"]["bias"])
+  np.testing.assert_allclose(np.asarray(logits), want, atol=1e-5)
+  # Dropout on [CLS] only when training.
+  train = model.apply(
+    {"params": params}, ids, deterministic=False, rngs={"dropout": jax.random.key(1)}
+  )
+  assert not np.allclose(np.asarray(train), np.asarray(logits))
+
+
+def test_official_head_refuses_hf_export(tiny):
+  from electra_jax import convert
+
+  model = model_lib.build_model(tiny, "sequence_classification_official", num_labels=2)
+  params = model_lib.init_params(model, jax.random.key(0))
+  with pytest.raises(ElectraError, match="no HF transformers equivalent.*--config.head=hf"):
+    convert.params_to_hf(params, tiny, "sequence_classification_official")
 
 
 def test_regression_head_has_one_output(tiny):

@@ -255,3 +255,89 @@ def test_bad_settings_raise(config3):
   opt = optim.make_optimizer(1e-3, 10, 0, layerwise_lr_decay=0.8, num_layers=2)
   with pytest.raises(ElectraError):
     opt.init(params)
+
+
+# -- the official fine-tuning optimizer, ported from google-research/electra --------
+
+
+def _official_layer_lrs(names, learning_rate, layer_decay, n_layers):
+  """`model/optimization.py::_get_layer_lrs`: a rate per key, matched by substring of the name."""
+  key_to_depths = {"/embeddings/": 0, "/embeddings_project/": 0, "task_specific/": n_layers + 2}
+  for layer in range(n_layers):
+    key_to_depths[f"encoder/layer_{layer}/"] = layer + 1
+  rates = {}
+  for name in names:
+    tf_name = name if name.startswith("electra/") else "task_specific/" + name  # the head's scope
+    hits = [k for k in key_to_depths if k in tf_name]
+    assert len(hits) == 1, (name, hits)  # official: ValueError when no key matches
+    rates[name] = learning_rate * layer_decay ** (n_layers + 2 - key_to_depths[hits[0]])
+  return rates
+
+
+def _official_updates(params, grads_per_step, *, lr, total, warmup, decay, n_layers, wd):
+  """A numpy port of `create_optimizer` + `AdamWeightDecayOptimizer` (float64)."""
+  import re
+
+  params = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  m = {k: np.zeros_like(v) for k, v in params.items()}
+  v = {k: np.zeros_like(p) for k, p in params.items()}
+  for global_step, grads in enumerate(grads_per_step):
+    # tf.clip_by_global_norm(grads, 1.0)
+    norm = np.sqrt(sum(np.sum(np.square(g)) for g in grads.values()))
+    grads = {k: g * 1.0 / max(norm, 1.0) for k, g in grads.items()}
+    # polynomial_decay(power=1, end 0) * min(1, step / warmup), warmup a float
+    rate = lr * (1 - min(global_step, total) / total) * min(1.0, global_step / warmup)
+    layer_rates = _official_layer_lrs(params, rate, decay, n_layers)
+    for k in params:
+      m[k] = 0.9 * m[k] + 0.1 * grads[k]
+      v[k] = 0.999 * v[k] + 0.001 * np.square(grads[k])
+      update = m[k] / (np.sqrt(v[k]) + 1e-6)
+      if not any(re.search(p, k) for p in ("LayerNorm", "layer_norm", "bias")):
+        update = update + wd * params[k]
+      params[k] = params[k] - layer_rates[k] * update
+  return params
+
+
+def test_official_recipe_optimizer_matches_a_port_of_the_official_code(tiny_config):
+  """Clip 1.0 → Adam without bias correction → decoupled decay → official layer rates → product schedule."""
+  n = tiny_config.num_hidden_layers
+  _, params = _classifier_params(tiny_config)
+  total, warmup_fraction, lr, decay, wd = 10, 0.25, 3e-3, 0.8, 0.01
+  warmup = total * warmup_fraction  # a float (2.5) in the official code
+  optimizer = optim.make_optimizer(
+    learning_rate=lr,
+    total_steps=total,
+    warmup_steps=warmup,
+    weight_decay=wd,
+    official_adam=True,
+    official_schedule=True,
+    layerwise_lr_decay=decay,
+    num_layers=n,
+    llrd_official_off_by_one=True,
+  )
+  rng = np.random.default_rng(0)
+  steps = [
+    jax.tree.map(lambda p: rng.normal(0, 0.3, np.shape(p)).astype(np.float32), params)
+    for _ in range(4)
+  ]
+  state, ours = optimizer.init(params), params
+  for grads in steps:
+    updates, state = optimizer.update(grads, state, ours)
+    ours = optax.apply_updates(ours, updates)
+  expected = _official_updates(
+    _flat(params),
+    [_flat(g) for g in steps],
+    lr=lr,
+    total=total,
+    warmup=warmup,
+    decay=decay,
+    n_layers=n,
+    wd=wd,
+  )
+  got = _flat(ours)
+  assert set(got) == set(expected)
+  moved = 0
+  for name, value in expected.items():
+    np.testing.assert_allclose(np.asarray(got[name]), value, rtol=0, atol=1e-6, err_msg=name)
+    moved += not np.allclose(value, _flat(params)[name])
+  assert moved == len(expected)  # every param was updated (step 0 has rate 0, the others not)

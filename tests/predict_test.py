@@ -190,12 +190,15 @@ def test_workdir_resolution(tmp_path):
     (d / "electra_jax.json").write_text("{}")
     return str(d)
 
-  ckpt("single", "last")
+  last = ckpt("single", "last")
   best = ckpt("single", "best")
-  assert predict.resolve_model_dir(tmp_path / "single") == best
+  # The final model (what results.json reports), unless best/ is asked for.
+  assert predict.resolve_model_dir(tmp_path / "single") == last
+  assert predict.resolve_model_dir(tmp_path / "single", "best") == best
   assert predict.resolve_model_dir(best) == best
   last_only = ckpt("lastonly", "last")
   assert predict.resolve_model_dir(tmp_path / "lastonly") == last_only
+  assert predict.resolve_model_dir(tmp_path / "lastonly", "best") == last_only
   seed0 = ckpt("seeds", "seed_0", "best")
   ckpt("seeds", "seed_10", "best")
   seed2 = ckpt("seeds", "seed_2", "best")

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from electra_jax import cli, experiment, run_finetuning
+from electra_jax import cli, experiment, recipes, run_finetuning
 from electra_jax.errors import ElectraError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,6 +54,12 @@ def test_custom_data_two_seeds_best_last_and_predict(tmp_path):
   summary = run_finetuning.run(cfg, str(work), progress=False)
   assert set(summary["seeds"]) == {0, 1}
   acc = summary["metrics"]["accuracy"]
+  # The headline is the final model of each seed (as the official code reports);
+  # the best epochs are kept apart, labelled dev-selected.
+  assert acc["values"] == [summary["seeds"][s]["last"]["accuracy"] for s in (0, 1)]
+  selected = summary["dev_selected"]["metrics"]["accuracy"]["values"]
+  assert selected == [summary["seeds"][s]["best"]["accuracy"] for s in (0, 1)]
+  assert summary["recipe"] == {"recipe": "standard", **recipes.RECIPES["standard"]}
   assert acc["median"] == pytest.approx(float(np.median(acc["values"])))
   assert acc["std"] == pytest.approx(float(np.std(acc["values"])))
   for seed in (0, 1):

@@ -11,6 +11,7 @@ can be overridden with `--config.<key>=<value>`.
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 from electra_jax import config as config_lib
 from electra_jax import experiment, validate
@@ -78,10 +79,22 @@ def get_config(arg=None):
   )
   c.dropout = 0.1  # hidden and attention dropout while fine-tuning
 
+  # The recipe (electra_jax/recipes.py): "official" reproduces google-research/
+  # electra's fine-tuning switch by switch (the paper's numbers), "standard" is
+  # what HF Trainer users get. Each switch below is None = the recipe's value;
+  # set it to override just that switch (results.json records the values used).
+  c.recipe = "standard" if task == "custom" else "official"
+  c.head = placeholder(str)  # "official" (dropout + one dense on [CLS]) or "hf" (two-layer)
+  c.official_adam = placeholder(bool)  # Adam without bias correction
+  c.official_schedule = placeholder(bool)  # lr · (1 − t/T) · min(1, t/warmup)
+  c.llrd_official_off_by_one = placeholder(bool)  # the official layer-wise depths
+  c.loss_reduction = placeholder(str)  # "sum" (official) or "mean" over the batch
+  c.double_unordered = placeholder(bool)  # MRPC/STS-B: both sentence orders in training
+  c.scale_regression = placeholder(bool)  # STS-B targets / 5, predictions × 5
+
   c.epochs = 10 if task in _LONG_TASKS else 3
   c.learning_rate = lr
   c.layerwise_lr_decay = decay  # 1.0 disables
-  c.llrd_official_off_by_one = False  # True reproduces the official code's depth offset
   c.warmup_fraction = 0.1
   c.weight_decay = 0.01
   c.adam_eps = 1e-6
