@@ -242,7 +242,7 @@ def test_hf_classifier_directory_predicts_like_its_checkpoint(classifier, tmp_pa
 
 @pytest.mark.slow  # ~30 s of CPU (two fine-tuning seeds), ~60 s on a busy 2-core machine
 def test_finetune_workdir_predict_and_export_match_finetune_dev_metrics(tmp_path):
-  """End to end: `predict --model WORKDIR` picks the best seed and reproduces its dev scores."""
+  """End to end: `predict --model WORKDIR` takes the best seed's final model (last/) and reproduces its dev scores."""
   import importlib.util
 
   from electra_jax import run_finetuning
@@ -264,7 +264,7 @@ def test_finetune_workdir_predict_and_export_match_finetune_dev_metrics(tmp_path
   workdir = tmp_path / "run"
   summary = run_finetuning.run(cfg, str(workdir), progress=False)
   best = summary["best_seed"]
-  assert predict.resolve_model_dir(workdir) == str(workdir / f"seed_{best}" / "best")
+  assert predict.resolve_model_dir(workdir) == str(workdir / f"seed_{best}" / "last")
   seeds = sorted(int(d.name[5:]) for d in workdir.glob("seed_*"))
   expected = {
     name: summary["metrics"][name]["values"][seeds.index(best)] for name in ("accuracy", "macro_f1")

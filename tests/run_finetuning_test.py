@@ -206,3 +206,20 @@ def test_finetune_from_a_hugging_face_directory(tmp_path):
   ours = np.asarray(tuned["electra"]["embeddings"]["word_embeddings"]["embedding"])
   assert ours.shape == hf_words.shape
   assert np.abs(ours - hf_words).max() < 0.05
+
+
+def test_a_kill_between_the_two_renames_of_best_leaves_the_previous_model(tmp_path):
+  """`_ModelSaver.save` moves best/ to best.old, then the new copy in; a kill between them is undone."""
+  best = tmp_path / "best"
+  (tmp_path / "best.old").mkdir()
+  (tmp_path / "best.old" / "electra_jax.json").write_text('{"step": 4}')
+  (tmp_path / "best.tmp").mkdir()  # the new copy, written but not yet renamed
+  (tmp_path / "best.tmp" / "electra_jax.json").write_text('{"step": 8}')
+  run_finetuning._recover_swap(str(best))
+  assert json.load(open(best / "electra_jax.json")) == {"step": 4}
+  assert sorted(os.listdir(tmp_path)) == ["best"]
+  # Killed after the second rename: the new model stands, the old copy goes.
+  (tmp_path / "best.old").mkdir()
+  run_finetuning._recover_swap(str(best))
+  assert json.load(open(best / "electra_jax.json")) == {"step": 4}
+  assert sorted(os.listdir(tmp_path)) == ["best"]
