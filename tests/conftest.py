@@ -1,4 +1,4 @@
-"""Test set-up: 8 fake CPU devices for the sharding tests, the CLI's CPU kernels, data locations."""
+"""Test set-up: 8 fake CPU devices, the CLI's XLA flag and CPU kernels, data locations, tiny-model fixtures."""
 
 import os
 import tempfile
