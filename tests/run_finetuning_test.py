@@ -223,3 +223,39 @@ def test_a_kill_between_the_two_renames_of_best_leaves_the_previous_model(tmp_pa
   run_finetuning._recover_swap(str(best))
   assert json.load(open(best / "electra_jax.json")) == {"step": 4}
   assert sorted(os.listdir(tmp_path)) == ["best"]
+
+
+def test_official_recipe_head_and_a_hf_classifier_keeps_its_head(tmp_path, tiny_config, caplog):
+  """recipe=official: a discriminator gets the official head; a HF-headed classifier keeps its own (logged)."""
+  import logging
+
+  import jax
+
+  from electra_jax import model as model_lib
+  from electra_jax import pretrained, tokenization
+
+  tok = tokenization.load_tokenizer(os.path.join(SAMPLE, "vocab.txt"))
+  config = tiny_config.replace(vocab_size=tok.vocab_size, max_position_embeddings=512)
+  rows = [(f"text {i}", str(i % 2)) for i in range(40)]
+  train = _custom(tmp_path, rows)
+  sources = {
+    "pretraining": ({}, "task_specific"),
+    "sequence_classification": ({"num_labels": 2}, "classifier"),
+  }
+  for head, (kwargs, scope) in sources.items():
+    model = model_lib.build_model(config, head, **kwargs)
+    src = tmp_path / head
+    pretrained.save_pretrained(
+      str(src), config, model_lib.init_params(model, jax.random.key(0)), head=head,
+      head_kwargs=kwargs, tokenizer_dir=SAMPLE,
+    )  # fmt: skip
+    cfg = _cfg(
+      "task=custom,size=tiny", train_file=train, dev_file=train, epochs=1, init_from=str(src),
+      recipe="official",
+    )  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="electra_jax.run_finetuning"):
+      summary = run_finetuning.run(cfg, str(tmp_path / f"ft_{head}"), progress=False)
+    assert summary["recipe"]["head"] == "official" and summary["recipe"]["loss_reduction"] == "sum"
+    _, tuned = pretrained.from_pretrained(str(tmp_path / f"ft_{head}" / "seed_0" / "last"))
+    assert set(tuned) == {"electra", scope}
+  assert "fine-tuning keeps its head" in caplog.text
