@@ -330,24 +330,21 @@ def _prepare_job(cfg, workdir, *, progress, stop_after) -> _Job:
   tokenizer = resolve_tokenizer(cfg)
   feats = adapter.featurize(tokenizer, int(cfg.max_seq_length))
   sizes = ", ".join(f"{name} {len(f['input_ids']):,}" for name, f in feats.items())
-  labels = getattr(adapter, "label_list", None)
-  described = (
-    "regression" if labels is None else f"{len(labels)} labels ({', '.join(map(str, labels))})"
-  )
   log.info(
     "task %s from %s: %s examples; %s; recipe %s",
     adapter.name,
     adapter.source,
     sizes,
-    described,
+    adapter.describe(),
     ", ".join(f"{k}={v}" for k, v in adapter.recipe.items()),
   )
+  extra = adapter.model_extra()
   weights = None
-  if cfg.class_weights and labels is not None:
+  if cfg.class_weights and extra["label_map"] is not None:
     spec = cfg.class_weights
     if spec.strip().startswith("{"):
       spec = json.loads(spec)
-    weights = custom.class_weights(spec, feats["train"]["labels"], labels)
+    weights = custom.class_weights(spec, feats["train"]["labels"], extra["label_map"])
   return _Job(
     cfg=cfg,
     workdir=workdir,
@@ -356,15 +353,7 @@ def _prepare_job(cfg, workdir, *, progress, stop_after) -> _Job:
     tokenizer=tokenizer,
     weights=weights,
     noise=augment_lib.NoiseConfig.from_mapping(cfg.augment.to_dict()),
-    extra={
-      "task": adapter.name,
-      "label_map": labels,
-      "max_seq_length": int(cfg.max_seq_length),
-      "text_columns": list(getattr(adapter, "task", adapter).text_columns),
-      "recipe": adapter.recipe,
-      # Targets were (y - min) / max: predict and export map scores back.
-      "regression_range": list(getattr(adapter, "regression_range", None) or []) or None,
-    },
+    extra={**extra, "max_seq_length": int(cfg.max_seq_length), "recipe": adapter.recipe},
     progress=progress,
     stop_after=stop_after,
   )
@@ -376,12 +365,11 @@ def make_optimizer(cfg, recipe: dict, total_steps: int, num_layers: int):
   The official schedule's warmup is `total × warmup_fraction` unrounded, as
   `create_optimizer` computes it; the standard one rounds it down to steps.
   """
-  warmup = float(cfg.warmup_fraction) * total_steps
   decay = float(cfg.layerwise_lr_decay)
   return optim.make_optimizer(
     learning_rate=float(cfg.learning_rate),
     total_steps=total_steps,
-    warmup_steps=warmup if recipe["official_schedule"] else int(warmup),
+    warmup_steps=_warmup_steps(cfg, recipe, total_steps),
     weight_decay=float(cfg.weight_decay),
     eps=float(cfg.adam_eps),
     clip_norm=float(cfg.clip_norm),
@@ -393,11 +381,15 @@ def make_optimizer(cfg, recipe: dict, total_steps: int, num_layers: int):
   )
 
 
-def _learning_rate_fn(cfg, recipe: dict, total_steps: int):
+def _warmup_steps(cfg, recipe: dict, total_steps: int) -> float | int:
   warmup = float(cfg.warmup_fraction) * total_steps
+  return warmup if recipe["official_schedule"] else int(warmup)
+
+
+def _learning_rate_fn(cfg, recipe: dict, total_steps: int):
   return optim.make_schedule(
     float(cfg.learning_rate),
-    warmup if recipe["official_schedule"] else int(warmup),
+    _warmup_steps(cfg, recipe, total_steps),
     total_steps,
     official=bool(recipe["official_schedule"]),
   )
@@ -602,20 +594,14 @@ def _summarise(job: _Job, per_seed: dict) -> dict:
 
 
 def _write_test_predictions(job: _Job, seed: int) -> dict:
-  """GLUE submission files from `seed`'s final model (`last/`)."""
-  from electra_jax.tasks import metrics
-
+  """Leaderboard files (the adapter's format) from `seed`'s final model (`last/`)."""
   adapter = job.adapter
   model, params = pretrained.from_pretrained(os.path.join(job.workdir, f"seed_{seed}", "last"))
   predict = make_predict_fn(model, int(job.cfg.eval_batch_size))
   out_dir = os.path.join(job.workdir, "test_predictions")
-  written = {}
-  for split in adapter.test_splits:
-    preds = adapter.predictions(predict(params, job.feats[split]))
-    values = preds.tolist() if adapter.regression else [adapter.label_list[i] for i in preds]
-    written[split] = (
-      metrics.write_glue_submission(adapter.task, values, out_dir, split=split)
-      if adapter.name != "custom"
-      else None
+  return {
+    split: adapter.write_submission(
+      adapter.predictions(predict(params, job.feats[split])), out_dir, split
     )
-  return written
+    for split in adapter.test_splits
+  }

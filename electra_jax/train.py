@@ -41,7 +41,7 @@ import optax
 from electra_jax import checkpointing, faults, fileio, hooks, preemption, sharding
 from electra_jax import workdir as workdir_lib
 from electra_jax.errors import ElectraError
-from electra_jax.hooks import LoopRecord, MetricsWriter, TrainingStopped  # noqa: F401 (public names)
+from electra_jax.hooks import TrainingStopped  # noqa: F401 (raised from the loop; callers catch train.TrainingStopped)
 
 log = logging.getLogger(__name__)
 
@@ -239,14 +239,15 @@ def train_loop(
       out_shardings=(shardings, None),
       donate_argnums=(0,),
     )
+    start = int(jax.device_get(state.step))
     ctx = hooks.LoopContext(
       workdir=workdir,
       total_steps=settings.total_steps,
       ckpt=ckpt,
-      writer=hooks.MetricsWriter(workdir, resume_step=int(jax.device_get(state.step))),
+      writer=hooks.MetricsWriter(workdir, resume_step=start),
       record=record,
       data_iter=data_iter,
-      start_step=int(jax.device_get(state.step)),
+      start_step=start,
       last_good=latest,
     )
     state, reason = _run_steps(ctx, state, step_fn, batch_sharding, make_hooks(task, settings))

@@ -61,6 +61,18 @@ class TaskAdapter:
   def metrics(self, predictions: np.ndarray, split_features: Mapping[str, np.ndarray]) -> dict:
     raise NotImplementedError
 
+  def describe(self) -> str:
+    """What the model predicts, for the job's log line (e.g. "2 labels (neg, pos)")."""
+    raise NotImplementedError
+
+  def model_extra(self) -> dict:
+    """What a saved model records for `predict` / `export` (label map, text columns, ...)."""
+    raise NotImplementedError
+
+  def write_submission(self, predictions: np.ndarray, out_dir: str, split: str) -> str | None:
+    """Writes a test split's predictions for a leaderboard; returns the path (None: no format)."""
+    raise NotImplementedError
+
 
 @dataclasses.dataclass
 class ClassificationAdapter(TaskAdapter):
@@ -168,6 +180,26 @@ class ClassificationAdapter(TaskAdapter):
 
   def metrics(self, predictions, split_features):
     return metrics.compute_metrics(self.task, predictions, split_features["labels"])
+
+  def describe(self):
+    if self.label_list is None:
+      return "regression"
+    return f"{len(self.label_list)} labels ({', '.join(map(str, self.label_list))})"
+
+  def model_extra(self):
+    return {
+      "task": self.name,
+      "label_map": self.label_list,
+      "text_columns": list(self.task.text_columns),
+      # Targets were (y - min) / max: predict and export map scores back.
+      "regression_range": list(self.regression_range) if self.regression_range else None,
+    }
+
+  def write_submission(self, predictions, out_dir, split):
+    if self.name == "custom":  # no leaderboard format for the user's own data
+      return None
+    values = predictions.tolist() if self.regression else [self.label_list[i] for i in predictions]
+    return metrics.write_glue_submission(self.task, values, out_dir, split=split)
 
 
 def classification_adapter(cfg: ml_collections.ConfigDict, recipe: dict) -> ClassificationAdapter:
