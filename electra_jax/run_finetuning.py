@@ -30,11 +30,10 @@ import statistics
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from electra_jax import faults, job_setup, optim, preemption, pretrained, recipes, train, validate
+from electra_jax import faults, job_setup, optim, preemption, pretrained, train, validate
 from electra_jax import model as model_lib
 from electra_jax import workdir as workdir_lib
 from electra_jax.errors import ElectraError
@@ -116,7 +115,9 @@ def build(cfg, tokenizer, adapter: adapters.TaskAdapter, seed: int):
   if cfg.init_from:
     if not os.path.exists(cfg.init_from):
       raise ElectraError(f"init_from {cfg.init_from} does not exist")
-    head = _check_init_head(cfg.init_from, head, head_kwargs.get("num_labels"))
+    head = _check_init_head(
+      cfg.init_from, head, head_kwargs.get("num_labels"), adapter.kept_heads()
+    )
     loaded, params = pretrained.from_pretrained(cfg.init_from, head=head, seed=seed, **head_kwargs)
     config = loaded.config
     if config.vocab_size < tokenizer.vocab_size:
@@ -138,14 +139,14 @@ def build(cfg, tokenizer, adapter: adapters.TaskAdapter, seed: int):
   return model, head, params, config
 
 
-def _check_init_head(path: str, head: str, num_labels: int | None) -> str:
+def _check_init_head(path: str, head: str, num_labels: int | None, kept: tuple[str, ...]) -> str:
   """The head to fine-tune from `path`; refuses a checkpoint whose task head does not fit.
 
   Encoders, discriminators and generators are fine (a new head is
-  initialised); a sequence classifier keeps its own head (the HF one keeps
-  HF's two-layer head whatever the recipe says); a classifier with another
-  number of labels, or another task head, almost always means the wrong
-  `init_from`.
+  initialised); a checkpoint with one of the task's heads (`kept`: for
+  classification, either sequence classifier) keeps its own (the HF one keeps
+  HF's two-layer head whatever the recipe says); one with another number of
+  labels, or another task's head, almost always means the wrong `init_from`.
   """
   from electra_jax import convert, hf_files
 
@@ -159,9 +160,9 @@ def _check_init_head(path: str, head: str, num_labels: int | None) -> str:
     kwargs = convert.head_kwargs_from_hf(hf_config, own)
   if own in (None, "pretraining", "masked_lm"):
     return head
-  if own not in recipes.HEAD_NAMES.values():
+  if own not in kept:
     raise ElectraError(
-      f"init_from {path} is a {own} model, not a sequence classifier; convert its encoder with "
+      f"init_from {path} is a {own} model, not a {head} one; convert its encoder with "
       "`electra-jax convert --head none` first if you mean to reuse it"
     )
   if num_labels is not None and int(kwargs.get("num_labels", 2)) != num_labels:
@@ -174,32 +175,26 @@ def _check_init_head(path: str, head: str, num_labels: int | None) -> str:
   return own
 
 
-def make_predict_fn(model, eval_batch_size: int):
-  """`(params, features) -> logits` (numpy), in fixed-size padded batches."""
+def make_predict_fn(model, eval_batch_size: int, adapter: adapters.TaskAdapter):
+  """`(params, features) -> outputs` (a pytree of numpy arrays), in fixed-size padded batches."""
+  forward = jax.jit(adapter.forward(model))
+  keys = adapter.input_keys
 
-  @jax.jit
-  def forward(params, ids, mask, types):
-    return model.apply(
-      {"params": params}, ids, attention_mask=mask, token_type_ids=types, deterministic=True
-    )
-
-  def predict(params, features: dict) -> np.ndarray:
-    n = len(features["input_ids"])
+  def predict(params, features: dict):
+    n = len(features[keys[0]])
     out = []
     for start in range(0, n, eval_batch_size):
-      chunk = {
-        k: features[k][start : start + eval_batch_size]
-        for k in ("input_ids", "input_mask", "segment_ids")
-      }
-      m = len(chunk["input_ids"])
+      chunk = [features[k][start : start + eval_batch_size] for k in keys]
+      m = len(chunk[0])
       if m < eval_batch_size:  # pad to the fixed shape; padded rows are dropped below
-        chunk = {
-          k: np.concatenate([v, np.zeros((eval_batch_size - m, v.shape[1]), v.dtype)])
-          for k, v in chunk.items()
-        }
-      logits = forward(params, chunk["input_ids"], chunk["input_mask"], chunk["segment_ids"])
-      out.append(np.asarray(logits)[:m])
-    return np.concatenate(out) if out else np.zeros((0,), np.float32)
+        chunk = [
+          np.concatenate([v, np.zeros((eval_batch_size - m, *v.shape[1:]), v.dtype)]) for v in chunk
+        ]
+      outputs = forward(params, *chunk)
+      out.append(jax.tree.map(lambda x, m=m: np.asarray(x)[:m], outputs))
+    if not out:
+      raise ElectraError("nothing to predict: the split has no examples")
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *out)
 
   return predict
 
@@ -340,7 +335,7 @@ def _prepare_job(cfg, workdir, *, progress, stop_after) -> _Job:
   )
   extra = adapter.model_extra()
   weights = None
-  if cfg.class_weights and extra["label_map"] is not None:
+  if cfg.class_weights and extra.get("label_map") is not None:
     spec = cfg.class_weights
     if spec.strip().startswith("{"):
       spec = json.loads(spec)
@@ -410,7 +405,7 @@ def _run_seed(job: _Job, seed: int) -> dict:
   saver = _ModelSaver(config, head, adapter.head_kwargs, job.tokenizer, job.extra)
 
   def init_boxed(rng):
-    return model.init(rng, jnp.zeros((1, length), jnp.int32))["params"]
+    return model.init(rng, *adapter.init_inputs(length))["params"]
 
   task = train.TrainTask(
     init_boxed_params=init_boxed,
@@ -483,14 +478,17 @@ def _make_eval_fn(job: _Job, model, saver, seed: int, seed_dir: str):
   here only because the params of an epoch exist only while the loop holds
   them; the history (restored on resume) decides, so it survives interruptions.
   """
-  predict = make_predict_fn(model, int(job.cfg.eval_batch_size))
   adapter = job.adapter
+  predict = make_predict_fn(model, int(job.cfg.eval_batch_size), adapter)
 
   def evaluate(params) -> dict:
     out = {}
     for split in adapter.dev_splits:
       f = job.feats[split]
-      m = adapter.metrics(adapter.predictions(predict(params, f)), f)
+      predictions = adapter.predictions(predict(params, f), split)
+      if jax.process_index() == 0:
+        adapter.write_eval_outputs(predictions, seed_dir, split)
+      m = adapter.metrics(predictions, f, split)
       prefix = "" if len(adapter.dev_splits) == 1 else f"{split}/"
       out.update({f"{prefix}{name}": value for name, value in m.items()})
     return out
@@ -597,11 +595,11 @@ def _write_test_predictions(job: _Job, seed: int) -> dict:
   """Leaderboard files (the adapter's format) from `seed`'s final model (`last/`)."""
   adapter = job.adapter
   model, params = pretrained.from_pretrained(os.path.join(job.workdir, f"seed_{seed}", "last"))
-  predict = make_predict_fn(model, int(job.cfg.eval_batch_size))
+  predict = make_predict_fn(model, int(job.cfg.eval_batch_size), adapter)
   out_dir = os.path.join(job.workdir, "test_predictions")
   return {
     split: adapter.write_submission(
-      adapter.predictions(predict(params, job.feats[split])), out_dir, split
+      adapter.predictions(predict(params, job.feats[split]), split), out_dir, split
     )
     for split in adapter.test_splits
   }

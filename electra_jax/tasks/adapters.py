@@ -46,20 +46,61 @@ class TaskAdapter:
   head: str
   head_kwargs: dict
 
+  # Feature arrays the model reads, in `forward`'s order (the rest are targets / bookkeeping).
+  input_keys: tuple[str, ...] = ("input_ids", "input_mask", "segment_ids")
+
   def featurize(self, tokenizer, max_seq_length: int) -> dict[str, dict[str, np.ndarray]]:
-    """Split name → feature arrays (`input_ids`, `input_mask`, `segment_ids`, `labels`)."""
+    """Split name → feature arrays (`input_ids`, `input_mask`, `segment_ids`, `labels`).
+
+    Every array of a split has the split's number of rows first; an adapter
+    may add more (e.g. `example_index` to map features back to examples).
+    """
     raise NotImplementedError
+
+  def kept_heads(self) -> tuple[str, ...]:
+    """Heads an `init_from` checkpoint may keep instead of `head` (same task, other variant)."""
+    return (self.head,)
+
+  def init_inputs(self, max_seq_length: int) -> tuple:
+    """Dummy positional inputs for `model.init` (shape of one example's `input_ids`)."""
+    return (jnp.zeros((1, max_seq_length), jnp.int32),)
+
+  def forward(self, model) -> Callable:
+    """`(params, *inputs, deterministic, rngs) -> outputs` (a pytree), inputs as `input_keys`."""
+
+    def forward(params, ids, mask, types, deterministic=True, rngs=None):
+      return model.apply(
+        {"params": params},
+        ids,
+        attention_mask=mask,
+        token_type_ids=types,
+        deterministic=deterministic,
+        rngs=rngs,
+      )
+
+    return forward
 
   def loss_fn(self, model, weights: np.ndarray | None) -> Callable:
     """`(params, batch, rng, deterministic) -> (loss, metrics)` for `train.TrainTask`."""
     raise NotImplementedError
 
-  def predictions(self, outputs: np.ndarray) -> np.ndarray:
-    """Model outputs (stacked over the split) → predictions in the task's label space."""
+  def predictions(self, outputs, split: str):
+    """Model outputs of `split` (a pytree of arrays stacked over its features) → predictions."""
     raise NotImplementedError
 
-  def metrics(self, predictions: np.ndarray, split_features: Mapping[str, np.ndarray]) -> dict:
+  def metrics(self, predictions, split_features: Mapping[str, np.ndarray], split: str) -> dict:
+    """Dev metrics (name → float) of `split`'s predictions."""
     raise NotImplementedError
+
+  def write_eval_outputs(self, predictions, out_dir: str, split: str) -> str | None:
+    """Writes a dev split's predictions after each evaluation (e.g. SQuAD's `predictions.json`).
+
+    Called on process 0 after every evaluation with the evaluated model's
+    predictions, so at the end `out_dir` holds the final model's; must write
+    atomically (`electra_jax.fileio`). Returns the path, or None (the default:
+    nothing to write).
+    """
+    return None
 
   def describe(self) -> str:
     """What the model predicts, for the job's log line (e.g. "2 labels (neg, pos)")."""
@@ -172,13 +213,16 @@ class ClassificationAdapter(TaskAdapter):
 
     return loss_fn
 
-  def predictions(self, outputs):
+  def kept_heads(self):
+    return tuple(recipes.HEAD_NAMES.values())
+
+  def predictions(self, outputs, split=None):
     if not self.regression:
       return outputs.argmax(-1)
     scale = self.regression_range
     return outputs[:, 0] if scale is None else outputs[:, 0] * scale[1] + scale[0]
 
-  def metrics(self, predictions, split_features):
+  def metrics(self, predictions, split_features, split=None):
     return metrics.compute_metrics(self.task, predictions, split_features["labels"])
 
   def describe(self):
@@ -256,12 +300,12 @@ def classification_adapter(cfg: ml_collections.ConfigDict, recipe: dict) -> Clas
   )
 
 
-# Adapter factory by kind of task; `task` names that are not listed are classification.
-ADAPTERS: Mapping[str, Callable[[ml_collections.ConfigDict, dict], TaskAdapter]] = {
-  "classification": classification_adapter,
-}
+# Adapter factories by `cfg.task`; task names that are not listed (GLUE tasks,
+# `custom`) are classification. Each factory reads and checks the task's data.
+ADAPTERS: dict[str, Callable[[ml_collections.ConfigDict, dict], TaskAdapter]] = {}
 
 
 def make_adapter(cfg: ml_collections.ConfigDict) -> TaskAdapter:
   """The adapter for `cfg.task`, with the recipe resolved."""
-  return ADAPTERS["classification"](cfg, recipes.resolve(cfg))
+  factory = ADAPTERS.get(str(cfg.task), classification_adapter)
+  return factory(cfg, recipes.resolve(cfg))
