@@ -270,6 +270,17 @@ def _records(path: str, fmt: str) -> tuple[list[str], list[tuple[int, dict]]]:
   return header, rows
 
 
+def read_table(
+  path: str, file_format: str | None = None
+) -> tuple[list[str], list[tuple[int, dict]]]:
+  """`(columns, [(line number, {column: value})])` of a CSV/TSV/JSONL file read as above.
+
+  The format comes from the suffix unless `file_format` names it; the errors
+  are those of `read_examples` (a malformed row names its line).
+  """
+  return _records(path, _file_format(path, CustomDataConfig(file_format=file_format)))
+
+
 def _as_text(value) -> str:
   if value is None:
     return ""
