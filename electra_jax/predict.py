@@ -1,5 +1,9 @@
 """`electra-jax predict`: batch prediction from a file with a fine-tuned classifier.
 
+Token-classification and multiple-choice models are predicted by
+`electra_jax/predict_tasks.py` (CoNLL / text in, CoNLL out; rows in, chosen
+endings out); the rest of this module is about sequence classifiers.
+
 Which model (`--model`):
   - an electra-jax checkpoint directory with a `sequence_classification`
     head (`electra_jax.json` + `params/`), or a HF directory holding an
@@ -403,6 +407,24 @@ def predict_file(
     raise ElectraError(f"the directory of --output {output_path} does not exist")
   if os.path.isdir(output_path):
     raise ElectraError(f"--output {output_path} is a directory: name a .jsonl file")
+  if not isinstance(model, serving.Predictor):
+    from electra_jax import predict_tasks
+
+    path = resolve_model_dir(model, checkpoint)
+    head = predict_tasks.model_head(path)
+    if head in predict_tasks.HEADS:  # token classification, multiple choice
+      return predict_tasks.predict_file(
+        path,
+        head,
+        input_path,
+        output_path,
+        batch_size=batch_size,
+        max_seq_length=max_seq_length,
+        fmt=fmt,
+        evaluate=evaluate,
+        progress=progress,
+        log=log,
+      )
   input_format(input_path, fmt)  # fail on a bad name before loading the model
   if isinstance(model, serving.Predictor):
     predictor = model

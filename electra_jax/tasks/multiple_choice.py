@@ -101,8 +101,10 @@ def _text(value) -> str:
   return "" if value is None else str(value).strip()
 
 
-def read_questions(path: str, columns: Columns, *, require_labels: bool = True) -> list[Question]:
-  """Reads a CSV/TSV/JSONL file of questions.
+def read_questions(
+  path: str, columns: Columns, *, require_labels: bool = True, file_format: str | None = None
+) -> list[Question]:
+  """Reads a CSV/TSV/JSONL file of questions (format from the suffix unless `file_format`).
 
   Raises:
     ElectraError: a missing file or column, a malformed row, an empty context
@@ -111,7 +113,7 @@ def read_questions(path: str, columns: Columns, *, require_labels: bool = True) 
   """
   if not os.path.isfile(path):
     raise ElectraError(f"multiple-choice file {path} not found")
-  present, rows = custom.read_table(path)
+  present, rows = custom.read_table(path, file_format)
   has_label = columns.label in present
   check_columns(path, present, columns, need_label=require_labels)
   n = len(columns.endings)

@@ -1,0 +1,192 @@
+"""`electra-jax predict` for token-classification and multiple-choice models.
+
+`predict.predict_file` hands a model whose head is one of `HEADS` to
+`predict_file` here (an electra-jax checkpoint, a fine-tuning workdir's model,
+or a HF `ElectraForTokenClassification` / `ElectraForMultipleChoice`
+directory).
+
+Token classification — input by extension (or `--format`):
+  - `.txt`: one sentence per line, words split on whitespace;
+  - `.conll` / `.iob` / `.bio` (or `--format conll`): CoNLL columns (word
+    first; a tag in the last column is the gold tag, read with `--eval`).
+  Output: CoNLL, `word predicted` per line (`word gold predicted` for a
+  tagged input), a blank line after each sentence; a sentence longer than
+  the model's length is split into windows as in training, so every word
+  gets a tag. With `--eval`, entity-level precision / recall / F1
+  (conlleval, via seqeval) and word accuracy are reported.
+
+Multiple choice — input: CSV / TSV / JSONL with the columns the model was
+trained on (`context_column`, `prefix_column`, `ending_columns`, stored with
+it; SWAG's names for a HF model). Output: JSONL, one line per row,
+`{"index": i, "label": k, "probabilities": [...]}` with `k` the chosen
+ending's index; with `--eval`, accuracy against `label_column`.
+
+Outputs are written to a temporary file and renamed, so a failed run leaves
+none. Export (`electra-jax export`) serves sequence classifiers only; these
+models export to HF with `electra-jax convert --to-hf`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from electra_jax.errors import ElectraError
+from electra_jax.tasks import conll, multiple_choice, token_classification
+
+HEADS = ("token_classification", "multiple_choice")
+CONLL_SUFFIXES = (".conll", ".iob", ".bio", ".iob2", ".bioes")
+
+
+def model_head(path: str) -> str | None:
+  """The head of the model directory `path` (electra-jax or HF), None when it has none we know."""
+  from electra_jax import convert, pretrained
+
+  if pretrained.is_checkpoint_dir(path):
+    return pretrained.read_checkpoint_meta(path).get("head")
+  config = os.path.join(path, "config.json")
+  if not os.path.isfile(config):
+    return None  # an export directory: a sequence classifier
+  try:
+    with open(config, encoding="utf-8") as f:
+      return convert.detect_head(json.load(f))
+  except (OSError, json.JSONDecodeError, ElectraError):
+    return None
+
+
+def _load(path: str, max_seq_length: int | None):
+  """`(model, params, tokenizer, extra, length)` of a checkpoint or HF directory."""
+  from electra_jax import convert, pretrained, tokenization
+
+  if pretrained.is_checkpoint_dir(path):
+    extra = dict(pretrained.read_checkpoint_meta(path).get("extra") or {})
+  else:
+    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+      extra = convert.label_maps(json.load(f))
+  model, params = pretrained.from_pretrained(path, strict=True)
+  limit = model.config.max_position_embeddings
+  length = max_seq_length or extra.get("max_seq_length") or min(512, limit)
+  if not isinstance(length, int) or length < 3 or length > limit:
+    raise ElectraError(f"max sequence length {length!r} is not usable: the model takes 3..{limit}")
+  return model, params, tokenization.load_tokenizer(path), extra, int(length)
+
+
+def _run(model, params, features: dict, batch_size: int, progress: bool, log) -> np.ndarray:
+  """The model's outputs over `features`, in fixed-size batches (one compilation)."""
+  import jax
+  from tqdm.auto import tqdm
+
+  @jax.jit
+  def forward(ids, mask, types):
+    return model.apply(
+      {"params": params}, ids, attention_mask=mask, token_type_ids=types, deterministic=True
+    )
+
+  keys = ("input_ids", "input_mask", "segment_ids")
+  n = len(features["input_ids"])
+  size = min(batch_size, n)
+  out = []
+  for start in tqdm(range(0, n, size), unit="batch", disable=not progress, file=log):
+    chunk = [features[k][start : start + size] for k in keys]
+    m = len(chunk[0])
+    pad = [(0, size - m)] + [(0, 0)] * (chunk[0].ndim - 1)
+    out.append(np.asarray(forward(*[np.pad(v, pad) for v in chunk]))[:m])
+  return np.concatenate(out)
+
+
+def _label_list(extra: dict, num_labels: int) -> list[str]:
+  labels = extra.get("label_map")
+  if not labels and extra.get("id2label"):
+    labels = [extra["id2label"][k] for k in sorted(extra["id2label"], key=int)]
+  if not labels:
+    labels = [f"LABEL_{i}" for i in range(num_labels)]
+  if len(labels) != num_labels:
+    raise ElectraError(f"the model has {num_labels} labels but its label map {len(labels)}")
+  return [str(x) for x in labels]
+
+
+def predict_tags(path, input_path, output_path, *, batch_size, max_seq_length, fmt, evaluate,
+                 progress, log) -> dict[str, Any]:  # fmt: skip
+  """Tags every word of a text or CoNLL file; writes CoNLL (see the module docstring)."""
+  if fmt is None:
+    fmt = "conll" if input_path.lower().endswith(CONLL_SUFFIXES) else "txt"
+  if fmt not in ("txt", "conll"):
+    raise ElectraError(f"a token-classification model reads .txt or CoNLL input, not {fmt}")
+  if fmt == "txt":
+    if evaluate:
+      raise ElectraError("--eval needs gold tags: give a CoNLL file (--format conll)")
+    sentences = conll.read_text(input_path)
+  else:
+    sentences = conll.read_conll(input_path, require_tags=evaluate)
+  model, params, tokenizer, extra, length = _load(path, max_seq_length)
+  labels = _label_list(extra, int(model.num_labels))
+  features, stats = token_classification.featurize(sentences, tokenizer, length, None)
+  logits = _run(model, params, features, batch_size, progress, log)
+  ids = token_classification.sentence_predictions(logits.argmax(-1), features, sentences)
+  tags = [[labels[i] for i in p] for p in ids]
+  conll.write_conll(output_path, sentences, tags)
+  summary: dict[str, Any] = {
+    "sentences": len(sentences),
+    "words": sum(len(s.words) for s in sentences),
+    "split_sentences": stats.split_sentences,
+    "truncated_words": stats.truncated_words,
+  }
+  print(
+    f"wrote {output_path}: {summary['words']} words in {summary['sentences']} sentences tagged; "
+    f"{stats.describe(length)}",
+    file=log,
+  )
+  if evaluate:
+    summary["metrics"] = token_classification.tag_scores([s.tags for s in sentences], tags)
+    print("eval: " + ", ".join(f"{k}={v:.4f}" for k, v in summary["metrics"].items()), file=log)
+  return summary
+
+
+def predict_choices(path, input_path, output_path, *, batch_size, max_seq_length, fmt, evaluate,
+                    progress, log) -> dict[str, Any]:  # fmt: skip
+  """Picks an ending for every row of a CSV/TSV/JSONL file; writes JSONL."""
+  import jax
+
+  model, params, tokenizer, extra, length = _load(path, max_seq_length)
+  defaults = multiple_choice.Columns()
+  columns = multiple_choice.Columns(
+    extra.get("context_column", defaults.context),
+    extra.get("prefix_column", defaults.prefix),
+    tuple(extra.get("ending_columns", defaults.endings)),
+    extra.get("label_column", defaults.label),
+  )
+  questions = multiple_choice.read_questions(
+    input_path, columns, require_labels=evaluate, file_format=fmt
+  )
+  features, truncated = multiple_choice.featurize(questions, tokenizer, length)
+  scores = _run(model, params, features, batch_size, progress, log)
+  chosen = scores.argmax(-1)
+  multiple_choice.write_choices(output_path, chosen, np.asarray(jax.nn.softmax(scores, -1)))
+  summary: dict[str, Any] = {"rows": len(questions), "truncated": truncated}
+  print(
+    f"wrote {output_path}: {len(questions)} rows, {truncated} with a choice truncated to "
+    f"{length} tokens",
+    file=log,
+  )
+  if evaluate:
+    summary["metrics"] = {"accuracy": float(np.mean(chosen == features["labels"]))}
+    print(f"eval: accuracy={summary['metrics']['accuracy']:.4f}", file=log)
+  return summary
+
+
+def predict_file(path: str, head: str, input_path, output_path, **kwargs) -> dict[str, Any]:
+  """Predicts `input_path` with the model at `path` (head in `HEADS`); see the module docstring.
+
+  Args:
+    path: a model directory (resolved by `predict.resolve_model_dir`).
+    head: its head.
+    input_path, output_path: the files.
+    **kwargs: `batch_size`, `max_seq_length`, `fmt`, `evaluate`, `progress`, `log`.
+  """
+  kwargs["log"] = kwargs.get("log") or sys.stderr
+  run = predict_tags if head == "token_classification" else predict_choices
+  return run(path, os.fspath(input_path), os.fspath(output_path), **kwargs)
