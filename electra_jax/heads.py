@@ -43,7 +43,9 @@ class Head:
   Attributes:
     name: our name (`None` for the bare encoder), as `build_model` and
       checkpoints spell it.
-    module_class: the Linen class in `electra_jax.model` that implements it.
+    module_class: the Linen class that implements it: a name in
+      `electra_jax.model`, or `module:Class` for a head in a module of its own
+      (which imports `model`, so `model.build_model` imports it when first used).
     hf_architecture: the HF `transformers` class (`config.json` architectures);
       empty for a head HF does not have (it cannot be exported to HF).
     hf_rules: the head's own modules, outside the encoder (see the module
@@ -119,6 +121,13 @@ _REGISTRY = (
     "ElectraForQuestionAnswering",
     "ElectraForQuestionAnswering",
     (("qa_outputs", "qa_outputs", LINEAR),),
+  ),
+  # The official ELECTRA QA head (`finetune/qa/qa_tasks.py`): end logits
+  # conditioned on the start, beam search, answerability classifier.
+  Head(
+    "question_answering_official",
+    "electra_jax.qa_official:ElectraForQuestionAnsweringOfficial",
+    "",
   ),
   Head(
     "token_classification",

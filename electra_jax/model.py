@@ -14,6 +14,7 @@ at block boundaries with `activation_*` names.
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 from typing import Any, NamedTuple
 
@@ -661,10 +662,22 @@ class SequenceSummary(nn.Module):
 
 
 # Head name -> Linen class, for every head in the registry (`heads.HEADS`
-# names each head's class; a name with no class here fails at import).
+# names each head's class; a name with no class here fails at import). A head
+# in a module of its own (`module:Class`) is imported by `build_model`.
 HEADS: dict[str | None, type[nn.Module]] = {
-  name: globals()[head.module_class] for name, head in HEAD_REGISTRY.items()
+  name: globals()[head.module_class]
+  for name, head in HEAD_REGISTRY.items()
+  if ":" not in head.module_class
 }
+
+
+def head_class(head: str | None) -> type[nn.Module]:
+  """The Linen class of a registered head."""
+  spec = check_head(head)
+  if spec.name not in HEADS:
+    module, _, name = spec.module_class.partition(":")
+    HEADS[spec.name] = getattr(importlib.import_module(module), name)
+  return HEADS[spec.name]
 
 
 def build_model(
@@ -678,7 +691,7 @@ def build_model(
   **head_kwargs,
 ) -> nn.Module:
   """Returns the Linen module for `head` (see `heads.HEADS`)."""
-  cls = HEADS[check_head(head).name]
+  cls = head_class(head)
   return cls(
     config,
     dtype=dtype,

@@ -126,6 +126,8 @@ def jax_output(model, params, head, inputs, **kwargs) -> np.ndarray:
   )
   if head == "question_answering":
     out = out.logits
+  if head == "question_answering_official":  # a dict of beams (qa_official.py); the start beam
+    out = out["start_top_log_probs"]
   return np.asarray(out, np.float32)
 
 

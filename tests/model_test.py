@@ -211,6 +211,7 @@ def test_output_shapes(head, tiny):
     "sequence_classification": (2, 5),
     "sequence_classification_official": (2, 5),
     "question_answering": (2, 7, 2),
+    "question_answering_official": (2, 7),  # the start beam: min(beam_size 20, length 7)
     "token_classification": (2, 7, 5),
     "multiple_choice": (2, 4),
   }[head]
