@@ -571,6 +571,70 @@ def _run_glue_report(args):
 _COMMANDS.append(_add_glue_report)
 
 
+def _add_squad_eval(sub):
+  p = sub.add_parser(
+    "squad-eval",
+    help="score SQuAD predictions with the official evaluation (1.1 or 2.0), JSON out",
+    description="Score a predictions file ({question id: answer text}) against a SQuAD data file as the\n"
+    "official scripts do and print their metrics as JSON: exact_match and f1 for 1.1 (evaluate-v1.1.py);\n"
+    "exact, f1, total, HasAns_* and NoAns_* for 2.0 (evaluate-v2.0.py), plus best_exact, best_f1 and\n"
+    'their thresholds with --na-prob-file. In 2.0 a question is answered "" when its no-answer\n'
+    "score exceeds --na-prob-thresh. A question without a prediction scores 0 (reported on stderr).\n"
+    "`electra-jax finetune` writes predictions.json and, for 2.0, null_odds.json in these formats.",
+    epilog="examples:\n"
+    "  electra-jax squad-eval dev-v1.1.json W/seed_0/predictions.json\n"
+    "  electra-jax squad-eval dev-v2.0.json W/seed_0/predictions.json \\\n"
+    "      --na-prob-file W/seed_0/null_odds.json --na-prob-thresh -2.75",
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  p.add_argument("data_file", metavar="DATA.json", help="the SQuAD data file (with answers)")
+  p.add_argument("pred_file", metavar="PREDICTIONS.json", help="{question id: answer text}")
+  p.add_argument(
+    "--na-prob-file",
+    metavar="NA.json",
+    help="SQuAD 2.0: {question id: no-answer score} (e.g. null_odds.json)",
+  )
+  p.add_argument(
+    "--na-prob-thresh",
+    type=float,
+    default=1.0,
+    metavar="T",
+    help='SQuAD 2.0: answer "" when the no-answer score exceeds T (default 1.0, the official '
+    "script's; ELECTRA's official head uses -2.75, HF's 0.0)",
+  )
+  p.add_argument(
+    "--version",
+    choices=("1.1", "2.0"),
+    help="default: 2.0 when the data has unanswerable questions or --na-prob-file is given",
+  )
+  p.set_defaults(func=_run_squad_eval)
+
+
+def _run_squad_eval(args):
+  import json
+
+  from electra_jax.tasks import squad_eval
+
+  result = squad_eval.evaluate_files(
+    args.data_file,
+    args.pred_file,
+    args.na_prob_file,
+    na_prob_thresh=args.na_prob_thresh,
+    version=args.version,
+  )
+  if result.missing:
+    print(
+      f"electra-jax: warning: {len(result.missing)} question(s) have no prediction and score 0 "
+      f"(first: {result.missing[0]})",
+      file=sys.stderr,
+    )
+  print(json.dumps(result.metrics, indent=2))
+  return 0
+
+
+_COMMANDS.append(_add_squad_eval)
+
+
 def _add_quickstart(sub):
   p = sub.add_parser(
     "quickstart",

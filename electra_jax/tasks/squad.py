@@ -21,7 +21,8 @@ window [SEP]` features with a document stride, as the official BERT/ELECTRA
 to answer text (n-best spans, maximum answer length, the "max context" rule,
 and for 2.0 the no-answer score against a threshold).
 
-Not here yet: the fine-tuning job (`finetune` task) and its evaluation loop.
+The fine-tuning task is `squad_adapter.py`; the official evaluation scripts
+(`exact`, `HasAns_*`, best thresholds, ...) are `squad_eval.py`.
 """
 
 from __future__ import annotations
@@ -60,8 +61,12 @@ def _require(mapping, key: str, where: str, kind=None):
   return value
 
 
-def read_squad(path: str | os.PathLike) -> list[SquadExample]:
+def read_squad(path: str | os.PathLike, *, labeled: bool = True) -> list[SquadExample]:
   """Reads a SQuAD 1.1 or 2.0 JSON file (train or dev) into examples, in file order.
+
+  Args:
+    labeled: every question must have answers or be marked `is_impossible`;
+      False for a file to predict (answers, when present, are still checked).
 
   Raises:
     ElectraError: the file is missing or not JSON, a required key is missing,
@@ -96,7 +101,10 @@ def read_squad(path: str | os.PathLike) -> list[SquadExample]:
         question = _require(qa, "question", qwhere, str)
         is_impossible = bool(qa.get("is_impossible", False))
         answers = []
-        for n, ans in enumerate(_require(qa, "answers", qwhere, list)):
+        listed = _require(qa, "answers", qwhere, list) if labeled else qa.get("answers") or []
+        if not isinstance(listed, list):
+          raise ElectraError(f"{qwhere}: 'answers' must be a list")
+        for n, ans in enumerate(listed):
           text = _require(ans, "text", f"{qwhere}.answers[{n}]", str)
           start = _require(ans, "answer_start", f"{qwhere}.answers[{n}]", int)
           if context[start : start + len(text)] != text:
@@ -104,7 +112,7 @@ def read_squad(path: str | os.PathLike) -> list[SquadExample]:
               f"{qwhere}.answers[{n}]: answer_start {start} does not point at {text!r} in the context"
             )
           answers.append((text, start))
-        if not answers and not is_impossible:
+        if labeled and not answers and not is_impossible:
           raise ElectraError(f"{qwhere}: no answers but not marked is_impossible")
         examples.append(
           SquadExample(qas_id, title, question, context, tuple(answers), is_impossible)
@@ -211,6 +219,9 @@ class SquadFeatures(NamedTuple):
   example the feature came from; `offsets[f][t]` is the (start, end) character
   span of token t in the context, None outside the context; `max_context[f][t]`
   says whether this window gives token t its most central position.
+  `unmapped` lists the examples whose first gold answer covers no context
+  token (e.g. only whitespace): their features point at [CLS], which would
+  teach "no answer" for an answerable question, so training drops them.
   """
 
   input_ids: np.ndarray
@@ -221,6 +232,7 @@ class SquadFeatures(NamedTuple):
   example_index: np.ndarray
   offsets: list[list[tuple[int, int] | None]]
   max_context: list[list[bool]]
+  unmapped: tuple[int, ...] = ()
 
 
 def _encode_text(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -255,7 +267,7 @@ def featurize(
     )
   cls_id, sep_id, pad_id = tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id
   rows = collections.defaultdict(list)
-  offsets_out, max_context_out = [], []
+  offsets_out, max_context_out, unmapped = [], [], []
   for index, ex in enumerate(examples):
     q_ids, _ = _encode_text(tokenizer, ex.question)
     q_ids = q_ids[:max_query_length]
@@ -269,6 +281,8 @@ def featurize(
       inside = [i for i, (a, b) in enumerate(c_offsets) if a < char_end and b > char_start]
       if inside:
         answer = (inside[0], inside[-1])
+      else:
+        unmapped.append(index)
     windows = []  # (first context token, length): the official sliding-window loop
     w_start = 0
     while True:
@@ -300,7 +314,9 @@ def featurize(
       offsets_out.append(offs + [None] * pad)
       max_context_out.append(maxc + [False] * pad)
   arrays = {k: np.asarray(v, np.int32) for k, v in rows.items()}  # every example has a window
-  return SquadFeatures(**arrays, offsets=offsets_out, max_context=max_context_out)
+  return SquadFeatures(
+    **arrays, offsets=offsets_out, max_context=max_context_out, unmapped=tuple(unmapped)
+  )
 
 
 def _is_max_context(windows: Sequence[tuple[int, int]], here: int, token: int) -> bool:
@@ -319,7 +335,21 @@ def _is_max_context(windows: Sequence[tuple[int, int]], here: int, token: int) -
 # --- Post-processing --------------------------------------------------------------
 
 
-def postprocess(
+class SpanPredictions(NamedTuple):
+  """Per question id: the best non-null span's text and its no-answer score.
+
+  `null_odds[q]` is the lowest [CLS] start + end logit over the question's
+  features minus the best span's start + end logit (HF's and the official
+  code's `null_score_diff`); the question is answered "" when it exceeds the
+  threshold. A question with no valid span has the answer "" and the [CLS]
+  score alone (the official code's nonce span scores 0).
+  """
+
+  answers: dict[str, str]
+  null_odds: dict[str, float]
+
+
+def best_spans(
   examples: Sequence[SquadExample],
   features: SquadFeatures,
   start_logits: np.ndarray,
@@ -327,17 +357,14 @@ def postprocess(
   *,
   n_best: int = 20,
   max_answer_length: int = 30,
-  null_threshold: float | None = None,
-) -> dict[str, str]:
-  """Answer text per question id from (F, L) start/end logits.
+) -> SpanPredictions:
+  """The best span of each example from (F, L) start/end logits.
 
   For each example the best span over all its features is kept: both ends in
   the context, start <= end, at most `max_answer_length` tokens, and the start
   token in its max-context window; among the `n_best` highest start and end
   logits of each feature, the highest start + end logit wins. The text is the
-  context slice between the span's character offsets. With `null_threshold`
-  (SQuAD 2.0) the answer is "" when the lowest [CLS] score over the features
-  minus the best span's score exceeds the threshold.
+  context slice between the span's character offsets.
   """
   start_logits = np.asarray(start_logits)
   end_logits = np.asarray(end_logits)
@@ -349,7 +376,7 @@ def postprocess(
   by_example = collections.defaultdict(list)
   for f, index in enumerate(features.example_index):
     by_example[int(index)].append(f)
-  answers = {}
+  answers, null_odds = {}, {}
   for index, ex in enumerate(examples):
     best_score, best_text = None, ""
     null_score = None
@@ -358,8 +385,8 @@ def postprocess(
       offs, maxc = features.offsets[f], features.max_context[f]
       cls = float(s_log[0] + e_log[0])
       null_score = cls if null_score is None else min(null_score, cls)
-      top_s = np.argsort(-s_log)[:n_best]
-      top_e = np.argsort(-e_log)[:n_best]
+      top_s = np.argsort(-s_log, kind="stable")[:n_best]
+      top_e = np.argsort(-e_log, kind="stable")[:n_best]
       for s in top_s:
         if offs[s] is None or not maxc[s]:
           continue
@@ -369,8 +396,31 @@ def postprocess(
           score = float(s_log[s] + e_log[e])
           if best_score is None or score > best_score:
             best_score, best_text = score, ex.context[offs[s][0] : offs[e][1]]
-    if null_threshold is not None and null_score is not None:
-      if best_score is None or null_score - best_score > null_threshold:
-        best_text = ""
     answers[ex.qas_id] = best_text
-  return answers
+    null_odds[ex.qas_id] = (null_score or 0.0) - (best_score or 0.0)
+  return SpanPredictions(answers, null_odds)
+
+
+def postprocess(
+  examples: Sequence[SquadExample],
+  features: SquadFeatures,
+  start_logits: np.ndarray,
+  end_logits: np.ndarray,
+  *,
+  n_best: int = 20,
+  max_answer_length: int = 30,
+  null_threshold: float | None = None,
+) -> dict[str, str]:
+  """Answer text per question id from (F, L) start/end logits (see `best_spans`).
+
+  With `null_threshold` (SQuAD 2.0) the answer is "" when the lowest [CLS]
+  score over the features minus the best span's score exceeds the threshold.
+  """
+  spans = best_spans(
+    examples, features, start_logits, end_logits, n_best=n_best, max_answer_length=max_answer_length
+  )
+  if null_threshold is None:
+    return spans.answers
+  return {
+    q: "" if spans.null_odds[q] > null_threshold else text for q, text in spans.answers.items()
+  }
