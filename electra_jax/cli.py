@@ -103,8 +103,9 @@ def _add_predict(sub):
   p.add_argument("--output", required=True, metavar="FILE", help="JSONL file to write")
   p.add_argument(
     "--format",
-    choices=("txt", "tsv", "csv", "jsonl"),
-    help="input format (default: from the --input extension)",
+    choices=("txt", "tsv", "csv", "jsonl", "conll"),
+    help="input format (default: from the --input extension; .conll/.iob/.bio are conll, which "
+    "token-classification models read)",
   )
   p.add_argument("--batch-size", type=int, default=64, help="rows per forward pass (default 64)")
   p.add_argument(

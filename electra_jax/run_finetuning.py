@@ -38,7 +38,11 @@ from electra_jax import model as model_lib
 from electra_jax import workdir as workdir_lib
 from electra_jax.errors import ElectraError
 from electra_jax.job_setup import resolve_tokenizer
-from electra_jax.tasks import adapters
+from electra_jax.tasks import (  # noqa: F401  (importing a task's module registers its adapter)
+  adapters,
+  multiple_choice,
+  token_classification,
+)
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +339,7 @@ def _prepare_job(cfg, workdir, *, progress, stop_after) -> _Job:
   )
   extra = adapter.model_extra()
   weights = None
-  if cfg.class_weights and extra.get("label_map") is not None:
+  if cfg.get("class_weights") and extra.get("label_map") is not None:
     spec = cfg.class_weights
     if spec.strip().startswith("{"):
       spec = json.loads(spec)
@@ -347,7 +351,8 @@ def _prepare_job(cfg, workdir, *, progress, stop_after) -> _Job:
     feats=feats,
     tokenizer=tokenizer,
     weights=weights,
-    noise=augment_lib.NoiseConfig.from_mapping(cfg.augment.to_dict()),
+    # Configs of tasks whose tokens carry labels (tagging, choices) have no `augment`.
+    noise=augment_lib.NoiseConfig.from_mapping(cfg.augment.to_dict() if "augment" in cfg else {}),
     extra={**extra, "max_seq_length": int(cfg.max_seq_length), "recipe": adapter.recipe},
     progress=progress,
     stop_after=stop_after,

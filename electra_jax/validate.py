@@ -24,7 +24,9 @@ from electra_jax import job_setup, objectives, recipes, textfiles
 from electra_jax.errors import ElectraError
 from electra_jax.tasks import glue
 
-FINETUNE_TASKS = (*glue.GLUE_TASK_NAMES, "custom")
+# Tasks read from the user's files by an adapter of their own (electra_jax/tasks/<task>.py).
+FILE_TASKS = ("token_classification", "multiple_choice")
+FINETUNE_TASKS = (*glue.GLUE_TASK_NAMES, "custom", *FILE_TASKS)
 COMPUTE_DTYPES = job_setup.COMPUTE_DTYPES
 # Kept here rather than imported from `sharding`, which pulls in jax;
 # `tests/bad_inputs_test.py` checks they agree.
@@ -324,7 +326,7 @@ def check_finetune_config(cfg, workdir: str | None = None) -> None:
   if workdir is not None:
     check_workdir(workdir)
   task = check_task_name(_get(cfg, "task"))
-  if task != "custom" and glue.TASKS[task].train_split is None:
+  if task in glue.TASKS and glue.TASKS[task].train_split is None:
     raise ElectraError(
       f"task {task} has no training split: predict it with an MNLI model (electra-jax predict)"
     )
@@ -347,6 +349,8 @@ def check_finetune_config(cfg, workdir: str | None = None) -> None:
     _model(cfg)  # with init_from the checkpoint's architecture is used
   if task == "custom":
     pair = bool(_get(cfg, "text_pair_column") not in (_MISSING, None, ""))
+  elif task in FILE_TASKS:
+    pair = task != "token_classification"
   else:
     pair = len(glue.TASKS[task].text_columns) == 2
   _max_seq_length(cfg, 4 if pair else 3, against_model=scratch)
@@ -374,6 +378,9 @@ def _class_weights(spec) -> None:
 
 def _finetune_data(cfg, task: str) -> None:
   """The data files exist and are UTF-8 (checked before the workdir is made)."""
+  if task in FILE_TASKS:
+    _file_task_data(cfg, task)
+    return
   if task == "custom":
     if not _get(cfg, "train_file"):
       raise ElectraError("task=custom needs --config.train_file (and usually --config.dev_file)")
@@ -403,3 +410,34 @@ def _finetune_data(cfg, task: str) -> None:
     path = glue.split_path(spec, data_dir, split)
     if os.path.isfile(path):  # a missing dev split is reported by the reader
       textfiles.check_utf8(path)
+
+
+def _file_task_data(cfg, task: str) -> None:
+  """Token classification / multiple choice: options, files exist and are UTF-8, columns present."""
+  own_key = "tag_column" if task == "token_classification" else "ending_columns"
+  if _get(cfg, own_key) is _MISSING:
+    raise ElectraError(
+      f"task={task} takes its own config: --config experiments/configs/{task}.py:size=..."
+    )
+  if not _get(cfg, "train_file"):
+    raise ElectraError(f"task={task} needs --config.train_file (and usually --config.dev_file)")
+  files = [("train_file", "training")]
+  files += [(k, w) for k, w in (("dev_file", "dev"), ("test_file", "test")) if _get(cfg, k)]
+  for key, what in files:
+    path = str(_get(cfg, key))
+    if not os.path.isfile(path):
+      raise ElectraError(f"--config.{key}: {what} file {path} not found")
+    textfiles.check_utf8(path)
+  if task == "token_classification":
+    _one_of(cfg, "unseen_tags", ("error", "keep"))
+    column = _get(cfg, "tag_column")
+    if column is not _MISSING and not _is_int(column):
+      raise ElectraError(f"--config.tag_column must be a column index (-1 = last), got {column!r}")
+    return
+  from electra_jax.tasks import custom, multiple_choice
+
+  columns = multiple_choice.Columns.from_config(cfg)
+  for key, _ in files:
+    path = str(_get(cfg, key))
+    present, _ = custom.read_table(path)
+    multiple_choice.check_columns(path, present, columns, need_label=key != "test_file")
