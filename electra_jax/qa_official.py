@@ -37,7 +37,7 @@ the top `beam_size` starts by log-probability, and for each of them the top
 `beam_size` ends. `postprocess_official` turns those beams into answer text
 and no-answer scores as `write_predictions` does; the answer text is the
 context between the span's character offsets, as `squad.postprocess` (the HF
-head's post-processing) makes it, instead of the
+head's post-processing) makes it (`squad.span_text`), instead of the
 official whitespace-token alignment (`get_final_text`).
 """
 
@@ -349,28 +349,6 @@ def _check_outputs(outputs: Mapping[str, Any], num_features: int) -> dict[str, n
   return arrays
 
 
-def _is_valid_span(
-  features: squad.SquadFeatures, f: int, start: int, end: int, max_len: int
-) -> bool:
-  # qa_metrics.py's filters: both ends context tokens (in `token_to_orig_map`,
-  # so not the question, [CLS], [SEP] or padding), the start in its
-  # max-context window, start <= end, at most `max_answer_length` tokens.
-  offs = features.offsets[f]
-  return (
-    offs[start] is not None
-    and offs[end] is not None
-    and features.max_context[f][start]
-    and start <= end
-    and end - start + 1 <= max_len
-  )
-
-
-def _span_text(ex: squad.SquadExample, features: squad.SquadFeatures, f: int, s: int, e: int):
-  # As `squad.best_spans`: the context between the span's character offsets.
-  offs = features.offsets[f]
-  return ex.context[offs[s][0] : offs[e][1]]
-
-
 def _prelim_predictions(features, arrays, feature_ids, max_answer_length):
   """Every valid (score, feature, start, end) among the beams of one example's features."""
   prelim = []
@@ -379,7 +357,7 @@ def _prelim_predictions(features, arrays, feature_ids, max_answer_length):
     start_lp, end_lp = arrays["start_top_log_probs"][f], arrays["end_top_log_probs"][f]
     for i, s in enumerate(starts):
       for j, e in enumerate(ends[i]):
-        if _is_valid_span(features, f, int(s), int(e), max_answer_length):
+        if squad.is_valid_span(features, f, int(s), int(e), max_answer_length):
           prelim.append((float(start_lp[i]) + float(end_lp[i, j]), f, int(s), int(e)))
   # Python's sort is stable: ties keep feature, start-beam, end-beam order, as the official.
   prelim.sort(key=lambda p: p[0], reverse=True)
@@ -434,7 +412,7 @@ def postprocess_official(
     for _, f, s, e in _prelim_predictions(features, arrays, feature_ids, max_answer_length):
       if len(nbest) >= n_best_size:
         break
-      text = _span_text(ex, features, f, s, e)
+      text = squad.span_text(ex, features, f, s, e)
       if text not in nbest:
         nbest.append(text)
     # The official v2 branch takes the best non-empty text; v1 the best. Spans cut

@@ -335,6 +335,31 @@ def _is_max_context(windows: Sequence[tuple[int, int]], here: int, token: int) -
 # --- Post-processing --------------------------------------------------------------
 
 
+def is_valid_span(
+  features: SquadFeatures, f: int, start: int, end: int, max_answer_length: int
+) -> bool:
+  """Whether tokens `start..end` of feature `f` may be an answer (the official filters).
+
+  Both ends are context tokens (not the question, [CLS], [SEP] or padding),
+  the start is in its max-context window, start <= end, and the span has at
+  most `max_answer_length` tokens. Shared by both QA heads' post-processing.
+  """
+  offs = features.offsets[f]
+  return (
+    offs[start] is not None
+    and offs[end] is not None
+    and features.max_context[f][start]
+    and start <= end
+    and end - start + 1 <= max_answer_length
+  )
+
+
+def span_text(example: SquadExample, features: SquadFeatures, f: int, start: int, end: int) -> str:
+  """The context text of tokens `start..end` of feature `f`, between their character offsets."""
+  offs = features.offsets[f]
+  return example.context[offs[start][0] : offs[end][1]]
+
+
 class SpanPredictions(NamedTuple):
   """Per question id: the best non-null span's text and its no-answer score.
 
@@ -391,11 +416,11 @@ def best_spans(
         if offs[s] is None or not maxc[s]:
           continue
         for e in top_e:
-          if offs[e] is None or e < s or e - s + 1 > max_answer_length:
+          if not is_valid_span(features, f, s, e, max_answer_length):
             continue
           score = float(s_log[s] + e_log[e])
           if best_score is None or score > best_score:
-            best_score, best_text = score, ex.context[offs[s][0] : offs[e][1]]
+            best_score, best_text = score, span_text(ex, features, f, s, e)
     answers[ex.qas_id] = best_text
     null_odds[ex.qas_id] = (null_score or 0.0) - (best_score or 0.0)
   return SpanPredictions(answers, null_odds)
