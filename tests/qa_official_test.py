@@ -465,8 +465,6 @@ def _random_beams(features, k, seed):
   end_index = np.where(rng.rand(n, k, k) < 0.7, near, end_index)
   start_lp = -np.sort(rng.exponential(size=(n, k)), -1)
   end_lp = -np.sort(rng.exponential(size=(n, k, k)), -1)
-  # A tie between two beams' scores: the official stable sort keeps the earlier.
-  end_lp[0, 1, 0] = start_lp[0, 0] + end_lp[0, 0, 0] - start_lp[0, 1]
   return {
     "start_top_log_probs": start_lp.astype(np.float32),
     "start_top_index": start_index.astype(np.int32),
@@ -489,6 +487,28 @@ def test_postprocess_matches_write_predictions(
   )
   want = official_write_predictions(examples, features, outputs, n_best_size, max_answer_length)
   assert ours == want
+
+
+def test_equal_scores_keep_the_earlier_beam(squad_features):
+  """`sorted(prelim_predictions, ...)` is stable: on a tie the earlier start beam wins."""
+  examples, features = squad_features
+  outputs = _random_beams(features, 2, 0)
+  outputs["start_top_index"][:] = 0  # no candidate anywhere ...
+  valid = [t for t, ok in enumerate(features.max_context[0]) if ok]
+  first, second = valid[3], valid[1]  # ... but two one-token spans in feature 0
+  text = [squad.span_text(examples[0], features, 0, t, t) for t in (first, second)]
+  assert text[0] != text[1]
+  outputs["start_top_index"][0] = [first, second]
+  outputs["end_top_index"][0] = [[first, 0], [second, 0]]
+  outputs["start_top_log_probs"][0] = [-0.5, -1.0]
+  outputs["end_top_log_probs"][0] = [[-1.0, -9.0], [-0.5, -9.0]]  # both -1.5
+  preds, _ = qa_official.postprocess_official(examples, features, outputs)
+  assert preds["long"] == text[0]
+  assert preds == official_write_predictions(examples, features, outputs, 20, 30)[0]
+  outputs["start_top_index"][0] = [second, first]
+  outputs["end_top_index"][0] = [[second, 0], [first, 0]]
+  preds, _ = qa_official.postprocess_official(examples, features, outputs)
+  assert preds["long"] == text[1]
 
 
 def test_no_valid_span_gives_the_official_nonce(squad_features):
