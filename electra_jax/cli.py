@@ -672,6 +672,32 @@ def _run_quickstart(args):
 _COMMANDS.append(_add_quickstart)
 
 
+def _add_reproduce(sub):
+  from electra_jax import reproduce
+
+  p = sub.add_parser(
+    "reproduce",
+    help="reproduce a paper result end to end (cpu: ELECTRA vs masked LM at equal FLOPs)",
+    description="Reproduce a paper result end to end. `cpu`: pretrain a small ELECTRA and a masked LM of the same\n"
+    "encoder shape for the same FLOPs, fine-tune both and the same architecture from scratch on GLUE\n"
+    "tasks, and write a markdown report with plots (electra_jax/reproduce.py).",
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  rsub = p.add_subparsers(dest="experiment", metavar="EXPERIMENT")
+  rsub.required = True
+  c = rsub.add_parser(
+    "cpu",
+    help="ELECTRA vs MLM at equal compute on a 2-core CPU (~60 min)",
+    description=reproduce.__doc__.split("\n\n")[1],
+    epilog="example: electra-jax reproduce cpu --workdir runs/repro  (re-run the same command to resume)",
+  )
+  reproduce.add_cpu_arguments(c)
+  c.set_defaults(func=lambda args: reproduce.run_cli(args, ["electra-jax", *sys.argv[1:]]))
+
+
+_COMMANDS.append(_add_reproduce)
+
+
 def version() -> str:
   """The installed distribution's version; the package's own when not installed."""
   from importlib import metadata

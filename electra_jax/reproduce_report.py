@@ -1,0 +1,352 @@
+"""The report of `electra-jax reproduce cpu`: the markdown table and the PNG plots.
+
+Reads the stage workdirs (pretraining `metrics.jsonl`, fine-tuning
+`results.json` through `glue_report.collect`) and writes `out` (markdown) and
+`<out without .md>/` (PNGs). Needs matplotlib (`pip install -e .[notebooks]`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+
+from electra_jax import glue_report
+from electra_jax.errors import ElectraError
+
+# The paper's numbers the run is compared with (Clark et al., 2020, Table 1; GLUE dev).
+PAPER = {"electra_small": 79.9, "bert_small": 75.1}
+
+
+def _metrics(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, "metrics.jsonl")
+  rows = []
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      for line in f:
+        line = line.strip()
+        if line:
+          rows.append(json.loads(line))
+  return [r for r in rows if "step" in r]
+
+
+def glue_table(ft_dirs: dict) -> dict:
+  """`{init: {"rows": {task: Row}, "average": x}}` from the fine-tuning workdirs (final models)."""
+  out = {}
+  for init, tasks in ft_dirs.items():
+    rows = glue_report.collect(list(tasks.values()))
+    summary = glue_report.glue_summary(rows)
+    out[init] = {"rows": {r.task: r for r in rows}, "average": summary["score"]}
+  return out
+
+
+def _plt():
+  try:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+  except ImportError as e:
+    raise ElectraError(
+      "the reproduction's plots need matplotlib: pip install -e '.[notebooks]'"
+    ) from e
+  return plt
+
+
+def plot_pretraining(pretrain_dirs: dict, fl: dict, path: str) -> None:
+  """Generator/MLM loss and the discriminator's loss/accuracy against pretraining FLOPs."""
+  plt = _plt()
+  rule = fl["rule"]
+  per = {m: fl["per_step"][rule][m]["total"] for m in ("electra", "mlm")}
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  e_rows, m_rows = _metrics(pretrain_dirs["electra"]), _metrics(pretrain_dirs["mlm"])
+  ax = axes[0]
+  for rows, label, color, m in (
+    (m_rows, "MLM model (full size) masked-LM loss", "tab:orange", "mlm"),
+    (e_rows, "ELECTRA generator (1/4 width) masked-LM loss", "tab:blue", "electra"),
+  ):
+    if rows:
+      ax.plot(
+        [r["step"] * per[m] for r in rows],
+        [r["generator_loss"] for r in rows],
+        label=label,
+        color=color,
+      )
+  ax.set_xlabel(f"pretraining FLOPs ({rule} counting rules)")
+  ax.set_ylabel("masked-LM loss (nats)")
+  ax.set_title("Masked-LM loss vs compute")
+  ax.legend(fontsize=8)
+  ax = axes[1]
+  if e_rows:
+    x = [r["step"] * per["electra"] for r in e_rows]
+    ax.plot(
+      x, [r["discriminator_loss"] for r in e_rows], label="discriminator loss", color="tab:blue"
+    )
+    ax.plot(
+      x,
+      [r["discriminator_accuracy"] for r in e_rows],
+      label="discriminator accuracy",
+      color="tab:green",
+    )
+    ax.plot(
+      x,
+      [1 - r["replaced_fraction"] for r in e_rows],
+      "--",
+      label='all-"original" baseline accuracy',
+      color="grey",
+    )
+    if "replaced_recall" in e_rows[0]:
+      ax.plot(
+        x,
+        [r.get("replaced_recall", float("nan")) for r in e_rows],
+        label="replaced recall",
+        color="tab:red",
+        alpha=0.7,
+      )
+  ax.set_xlabel(f"pretraining FLOPs ({rule} counting rules)")
+  ax.set_title("ELECTRA discriminator (replaced-token detection)")
+  ax.set_ylim(0, 1.05)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def plot_glue(table: dict, tasks: list[str], labels: dict, path: str) -> None:
+  """Per-task bars: the median over seeds, each seed as a dot, min–max as an error bar."""
+  plt = _plt()
+  inits = list(table)
+  colors = {"electra": "tab:blue", "mlm": "tab:orange", "scratch": "tab:grey"}
+  fig, ax = plt.subplots(figsize=(max(6, 1.8 * (len(tasks) + 1)), 4))
+  width = 0.8 / len(inits)
+  columns = tasks + ["average"]
+  for k, init in enumerate(inits):
+    xs, meds, lo, hi = [], [], [], []
+    for j, task in enumerate(columns):
+      x = j + (k - (len(inits) - 1) / 2) * width
+      if task == "average":
+        avg = table[init]["average"]
+        if avg is None:
+          continue
+        xs.append(x)
+        meds.append(100 * avg)
+        lo.append(0)
+        hi.append(0)
+        continue
+      row = table[init]["rows"].get(task)
+      if row is None:
+        continue
+      values = [100 * v for v in row.values]
+      med = statistics.median(values)
+      xs.append(x)
+      meds.append(med)
+      lo.append(med - min(values))
+      hi.append(max(values) - med)
+      ax.scatter([x] * len(values), values, color="black", s=8, zorder=3)
+    ax.bar(
+      xs,
+      meds,
+      width,
+      yerr=[lo, hi],
+      capsize=3,
+      label=labels[init],
+      color=colors.get(init),
+      alpha=0.85,
+    )
+  ax.axhline(0, color="black", linewidth=0.5)
+  ax.set_xticks(range(len(columns)))
+  ax.set_xticklabels([t if t == "average" else glue_report._LABELS.get(t, t) for t in columns])
+  ax.set_ylabel("GLUE dev metric × 100")
+  ax.set_title("GLUE dev: median over seeds (dots: seeds; whiskers: min–max)", fontsize=10)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def _fmt_flops(x: float) -> str:
+  return f"{x:.3g}"
+
+
+def _minutes(s: float | None) -> str:
+  if s is None:
+    return "–"
+  return f"{s / 60:.1f} min"
+
+
+def write(
+  plan, workdir: str, record: dict, pretrain_dirs: dict, ft_dirs: dict, out: str, cmds: list[str]
+) -> dict:
+  """Writes the markdown report and its plots; returns the numbers (for reproduce.json)."""
+  from electra_jax import reproduce
+
+  table = glue_table(ft_dirs)
+  tasks = [t for t, _, _ in plan.tasks]
+  plot_dir = os.path.splitext(out)[0]
+  os.makedirs(plot_dir, exist_ok=True)
+  fl = record["flops"]
+  pt_png = os.path.join(plot_dir, "pretraining.png")
+  glue_png = os.path.join(plot_dir, "glue.png")
+  plot_pretraining(pretrain_dirs, fl, pt_png)
+  plot_glue(table, tasks, reproduce.INIT_LABELS, glue_png)
+
+  stages = record.get("stages", {})
+  lines = [
+    "# ELECTRA vs masked-LM pretraining at equal compute, CPU scale",
+    "",
+    "Generated by `electra-jax reproduce cpu` (`electra_jax/reproduce.py`). Every number below was measured by that",
+    "command; the paper's are quoted only for comparison.",
+    "",
+    "## Result: GLUE dev, final model per seed, median over seeds (×100)",
+    "",
+  ]
+  header = ["pretraining"] + [glue_report._LABELS.get(t, t) for t in tasks] + ["average"]
+  lines.append("| " + " | ".join(header) + " |")
+  lines.append("|---|" + "|".join("---:" for _ in header[1:]) + "|")
+  for init in reproduce.INITS:
+    cells = [reproduce.INIT_LABELS[init]]
+    for t in tasks:
+      row = table[init]["rows"].get(t)
+      if row is None:
+        cells.append("–")
+      else:
+        vals = [100 * v for v in row.values]
+        cells.append(f"{100 * row.median:.1f} ({min(vals):.1f}–{max(vals):.1f})")
+    avg = table[init]["average"]
+    cells.append("–" if avg is None else f"**{100 * avg:.1f}**")
+    lines.append("| " + " | ".join(cells) + " |")
+  lines += [
+    "",
+    f"Cells: median over {plan.seeds} seed(s) (min–max in brackets); CoLA Matthews corr., STS-B Spearman, accuracy",
+    "elsewhere (the paper's metrics, `electra_jax/tasks/metrics.py`); average = mean of the task medians (the paper's",
+    f"GLUE score restricted to these {len(tasks)} tasks). Each seed's *final* model, as the official code reports.",
+    "",
+    f"![pretraining curves]({os.path.basename(plot_dir)}/pretraining.png)",
+    "",
+    f"![GLUE per task]({os.path.basename(plot_dir)}/glue.png)",
+    "",
+  ]
+  e_avg, m_avg, s_avg = (table[i]["average"] for i in reproduce.INITS)
+  if None not in (e_avg, m_avg, s_avg):
+    gap = 100 * (e_avg - m_avg)
+    lines += [
+      "## Compared with the paper",
+      "",
+      f"- Here: ELECTRA {100 * e_avg:.1f}, MLM {100 * m_avg:.1f} (ELECTRA − MLM = **{gap:+.1f}** points), scratch"
+      f" {100 * s_avg:.1f} (ELECTRA − scratch = {100 * (e_avg - s_avg):+.1f}, MLM − scratch = {100 * (m_avg - s_avg):+.1f}).",
+      f"- Paper (Table 1, GLUE dev, equal pretraining FLOPs, ~1.4e18 each): ELECTRA-Small {PAPER['electra_small']},"
+      f" BERT-Small {PAPER['bert_small']} (**{PAPER['electra_small'] - PAPER['bert_small']:+.1f}**).",
+      "",
+    ]
+  # FLOPs
+  steps = fl["steps"]
+  lines += [
+    "## Pretraining compute",
+    "",
+    "Counted analytically with the official `flops_computation.py` rules (`electra_jax/flops.py`, formula in its",
+    f"docstring). Steps are matched under the **{fl['rule']}** rule"
+    + (
+      " (dense one-hot embedding lookups, as the paper counts)."
+      if fl["rule"] == "official"
+      else " (embedding lookups as free gathers)."
+    ),
+    "",
+    "| model | steps | FLOPs/step (official) | total (official) | FLOPs/step (sparse lookups) | total (sparse) |",
+    "|---|---:|---:|---:|---:|---:|",
+  ]
+  for m, label in (
+    ("electra", "ELECTRA (discriminator + generator)"),
+    ("mlm", "MLM (one full-size masked LM)"),
+  ):
+    o, s = fl["per_step"]["official"][m], fl["per_step"]["sparse"][m]
+    lines.append(
+      f"| {label} | {steps[m]} | {_fmt_flops(o['total'])} | {_fmt_flops(fl['total']['official'][m])} |"
+      f" {_fmt_flops(s['total'])} | {_fmt_flops(fl['total']['sparse'][m])} |"
+    )
+  e_parts = fl["per_step"][fl["rule"]]["electra"]
+  lines += [
+    "",
+    f"ELECTRA's step: discriminator {_fmt_flops(e_parts['discriminator'])} + generator"
+    f" {_fmt_flops(e_parts['generator'])} (generator hidden {fl['generator']['hidden_size']},"
+    f" {fl['generator']['layers']} layers). Output softmax on {fl['max_predictions']}/{plan.max_seq_length}"
+    " positions per sequence.",
+    "",
+  ]
+  # Setup
+  lines += [
+    "## Setup",
+    "",
+    f"- Encoder (ELECTRA's discriminator = the MLM model = the scratch model): hidden {plan.hidden_size},"
+    f" {plan.num_layers} layers, {plan.num_heads} heads, FFN {4 * plan.hidden_size}, embedding {plan.embedding_size},"
+    f" vocabulary from `{os.path.relpath(plan.tokenizer) if plan.tokenizer.startswith(os.getcwd()) else plan.tokenizer}`.",
+    f"- ELECTRA's generator: {plan.generator_fraction:g} of the width (paper's Small: 1/4), tied embeddings,"
+    " discriminator loss weight 50, mask 15 %.",
+    f"- Pretraining: batch {plan.batch_size} × {plan.max_seq_length} tokens, peak LR {plan.learning_rate:g}, 10 % warmup,"
+    " linear decay, AdamW (decay 0.01), the `pretrain.py` defaults otherwise; same data order seed for both.",
+  ]
+  data = stages.get("data", {})
+  if data.get("num_tokens"):
+    tokens = data["num_tokens"]
+    passes = {m: steps[m] * plan.batch_size * plan.max_seq_length / tokens for m in steps}
+    lines.append(
+      f"- Corpus: {', '.join('`' + os.path.relpath(c) + '`' if c.startswith(os.getcwd()) else '`' + c + '`' for c in plan.corpus)}"
+      f" → {data.get('num_examples', 0):,} examples, {tokens:,} tokens; ELECTRA sees it {passes['electra']:.1f}×, MLM"
+      f" {passes['mlm']:.1f}× (padding included)."
+    )
+  subsets = ", ".join(
+    f"{glue_report._LABELS.get(t, t)} {'all' if n == 0 else f'first {n:,}'} train examples, length {length}"
+    for t, n, length in plan.tasks
+  )
+  lines += [
+    f"- Fine-tuning: `glue.py` size={reproduce.FINETUNE_SIZE} with `recipe=official` (lr 3e-4, layer-wise decay 0.8,"
+    " batch 32, 3 epochs, 10 for RTE/STS-B, official head/Adam/schedule, MRPC/STS-B both orders); seeds"
+    f" {', '.join(str(s) for s in range(plan.seeds))}; full dev sets. Subsets: {subsets}.",
+    "",
+  ]
+  # Wall times
+  inv = record.get("invocations", [])
+  lines += ["## Wall times", "", "| stage | wall time |", "|---|---:|"]
+  total = 0.0
+  for name, entry in stages.items():
+    total += entry.get("seconds", 0.0)
+    lines.append(f"| {name} | {_minutes(entry.get('seconds'))} |")
+  lines.append(f"| **all stages** | **{_minutes(total)}** |")
+  lines += [""]
+  for k, i in enumerate(inv):
+    lines.append(
+      f"- invocation {k + 1}: started {i.get('started')}, load average at start {i.get('load_average')},"
+      f" at end {i.get('load_average_end', '–')}, {_minutes(i.get('seconds')) if i.get('seconds') else 'stopped / skipped stages'}"
+      + (f"; stopped: {i['stopped']}" if i.get("stopped") else "")
+    )
+  lines += [
+    "",
+    f"Machine: {reproduce.machine()}. Commit: `{reproduce.commit()}`.",
+    "",
+    "## Commands",
+    "",
+    "```bash",
+    " ".join(inv[-1].get("argv", [])) if inv else "",
+    "```",
+    "",
+    "runs these stages (each resumable on its own; the same overrides):",
+    "",
+    "```bash",
+    *cmds,
+    "```",
+    "",
+  ]
+  with open(out, "w", encoding="utf-8") as f:
+    f.write("\n".join(lines))
+  return {
+    "markdown": out,
+    "plots": [pt_png, glue_png],
+    "glue": {
+      init: {
+        "average": table[init]["average"],
+        "tasks": {
+          t: {"median": r.median, "values": list(r.values)} for t, r in table[init]["rows"].items()
+        },
+      }
+      for init in table
+    },
+  }
