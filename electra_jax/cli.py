@@ -21,24 +21,45 @@ from electra_jax.errors import ElectraError
 _CONVERT_HEADS = ("auto", "none", *(h for h in heads.HEADS if h is not None))
 
 
+_FROM_TF_HELP = (
+  "--from-tf reads checkpoints of google-research/electra (TF1 names: electra/...,\n"
+  "generator/..., discriminator_predictions/..., generator_predictions/...) without\n"
+  "TensorFlow. Strict too: a variable no rule maps aborts, listed; global_step and the\n"
+  "Adam slots (adam_m, adam_v) are skipped on purpose, and the other network's variables\n"
+  "are left out (reported). The architecture comes from the tensor shapes, except the\n"
+  "number of attention heads, which no shape shows: --num-heads, else max(1, hidden // 64),\n"
+  "the official code's own default (small 4, base 12, large 16, every generator); a run\n"
+  "that set num_attention_heads needs --num-heads."
+)
+
+
 def _add_convert(sub):
   p = sub.add_parser(
     "convert",
-    help="convert HF PyTorch ELECTRA checkpoints to electra-jax and back",
+    help="convert HF PyTorch or official TF ELECTRA checkpoints to electra-jax, and to HF",
     description="Convert between a HF transformers ELECTRA directory (config.json +\n"
     "model.safetensors or pytorch_model.bin) and an electra-jax checkpoint directory\n"
     "(electra_jax.json + Orbax params/ + tokenizer files).\n\n"
     "Strict: checkpoint keys no rule maps, params the checkpoint lacks, or tensors\n"
     "whose shape disagrees with config.json abort with the list of keys. A .bin is\n"
-    "read with torch.load(weights_only=True); --to-hf writes safetensors only.",
+    "read with torch.load(weights_only=True); --to-hf writes safetensors only.\n\n" + _FROM_TF_HELP,
     epilog="examples:\n"
     "  electra-jax convert --from-hf ./electra-small-discriminator --out ./ej-small\n"
     "  electra-jax convert --from-hf ./my-hf-model --head sequence_classification --out ./ej-cls\n"
-    "  electra-jax convert --to-hf ./ej-small --out ./hf-small",
+    "  electra-jax convert --to-hf ./ej-small --out ./hf-small\n"
+    "  electra-jax convert --from-tf electra_small/model.ckpt-1000000 --vocab electra_small/vocab.txt \\\n"
+    "      --out ./ej-small-disc\n"
+    "  electra-jax convert --from-tf electra_small/ --model generator --out ./ej-small-gen",
     formatter_class=argparse.RawDescriptionHelpFormatter,
   )
   g = p.add_mutually_exclusive_group(required=True)
   g.add_argument("--from-hf", metavar="SRC", help="HF directory to convert to electra-jax")
+  g.add_argument(
+    "--from-tf",
+    metavar="CKPT_PREFIX",
+    help="official TF ELECTRA checkpoint (google-research/electra) to convert to electra-jax: "
+    "the prefix (dir/model.ckpt-1000000), its .index file, or its directory",
+  )
   g.add_argument(
     "--to-hf",
     metavar="SRC",
@@ -56,6 +77,21 @@ def _add_convert(sub):
     "architectures (a generator, ElectraForMaskedLM, gives masked_lm), 'none' keeps the bare "
     f"encoder. One of: {', '.join(_CONVERT_HEADS)}",
   )
+  p.add_argument(
+    "--model",
+    choices=("discriminator", "generator"),
+    help="with --from-tf: the network to convert (default discriminator, head pretraining; "
+    "generator gives masked_lm)",
+  )
+  p.add_argument(
+    "--num-heads",
+    type=int,
+    metavar="N",
+    help="with --from-tf: attention heads (default max(1, hidden_size // 64), the official default)",
+  )
+  p.add_argument(
+    "--vocab", metavar="FILE", help="with --from-tf: the run's vocab.txt, copied as the tokenizer"
+  )
   p.set_defaults(func=_run_convert)
 
 
@@ -66,11 +102,36 @@ def _run_convert(args):
     raise ElectraError(
       "--head applies to --from-hf only: --to-hf exports the checkpoint's own head"
     )
+  if args.from_tf:
+    return _run_convert_tf(args)
+  given = [
+    f"--{f.replace('_', '-')}"
+    for f in ("model", "num_heads", "vocab")
+    if getattr(args, f) is not None
+  ]
+  if given:
+    raise ElectraError(
+      f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to --from-tf only"
+    )
   head = None if args.head == "none" else args.head
   if args.from_hf:
     dst = pretrained.convert_from_hf(args.from_hf, args.out, head=head)
   else:
     dst = pretrained.convert_to_hf(args.to_hf, args.out)
+  print(f"wrote {dst}")
+
+
+def _run_convert_tf(args):
+  from electra_jax import convert_tf
+
+  if args.head != "auto":
+    raise ElectraError(
+      "--head applies to --from-hf; --from-tf takes --model discriminator|generator"
+    )
+  model = args.model or "discriminator"
+  dst = convert_tf.convert_from_tf(
+    args.from_tf, args.out, model, num_heads=args.num_heads, vocab=args.vocab
+  )
   print(f"wrote {dst}")
 
 
