@@ -41,6 +41,7 @@ from electra_jax.job_setup import resolve_tokenizer
 from electra_jax.tasks import (  # noqa: F401  (importing a task's module registers its adapter)
   adapters,
   multiple_choice,
+  squad_adapter,
   token_classification,
 )
 

@@ -26,7 +26,7 @@ from electra_jax.tasks import glue
 
 # Tasks read from the user's files by an adapter of their own (electra_jax/tasks/<task>.py).
 FILE_TASKS = ("token_classification", "multiple_choice")
-FINETUNE_TASKS = (*glue.GLUE_TASK_NAMES, "custom", *FILE_TASKS)
+FINETUNE_TASKS = (*glue.GLUE_TASK_NAMES, "custom", *FILE_TASKS, "squad")
 COMPUTE_DTYPES = job_setup.COMPUTE_DTYPES
 # Kept here rather than imported from `sharding`, which pulls in jax;
 # `tests/bad_inputs_test.py` checks they agree.
@@ -349,7 +349,7 @@ def check_finetune_config(cfg, workdir: str | None = None) -> None:
     _model(cfg)  # with init_from the checkpoint's architecture is used
   if task == "custom":
     pair = bool(_get(cfg, "text_pair_column") not in (_MISSING, None, ""))
-  elif task in FILE_TASKS:
+  elif task in FILE_TASKS or task == "squad":
     pair = task != "token_classification"
   else:
     pair = len(glue.TASKS[task].text_columns) == 2
@@ -380,6 +380,9 @@ def _finetune_data(cfg, task: str) -> None:
   """The data files exist and are UTF-8 (checked before the workdir is made)."""
   if task in FILE_TASKS:
     _file_task_data(cfg, task)
+    return
+  if task == "squad":
+    _squad_data(cfg)
     return
   if task == "custom":
     if not _get(cfg, "train_file"):
@@ -441,3 +444,39 @@ def _file_task_data(cfg, task: str) -> None:
     path = str(_get(cfg, key))
     present, _ = custom.read_table(path)
     multiple_choice.check_columns(path, present, columns, need_label=key != "test_file")
+
+
+def _squad_data(cfg) -> None:
+  """SQuAD: version and lengths, and the JSON files exist and parse as SQuAD files."""
+  if _get(cfg, "doc_stride") is _MISSING:
+    raise ElectraError(
+      "task=squad takes its own config: --config experiments/configs/squad.py:version=1.1"
+    )
+  _one_of(cfg, "version", ("1.1", "2.0"))
+  for key in ("doc_stride", "max_query_length", "max_answer_length", "n_best_size"):
+    _int_at_least(cfg, key, 1)
+  threshold = _get(cfg, "na_threshold")
+  if threshold not in (_MISSING, None) and not _is_number(threshold):
+    raise ElectraError(f"--config.na_threshold must be a number (or unset), got {threshold!r}")
+  length, query = _get(cfg, "max_seq_length"), _get(cfg, "max_query_length")
+  if _is_int(length) and _is_int(query) and length < query + 4:
+    raise ElectraError(
+      f"--config.max_seq_length={length} leaves no room for context after a {query}-token "
+      f"question: raise it to at least {query + 4} or lower --config.max_query_length"
+    )
+  if not _get(cfg, "train_file"):
+    raise ElectraError("task=squad needs --config.train_file (and usually --config.dev_file)")
+  for key, what in (("train_file", "training"), ("dev_file", "dev"), ("test_file", "test")):
+    path = _get(cfg, key)
+    if path in (_MISSING, None, ""):
+      continue
+    if not os.path.isfile(str(path)):
+      raise ElectraError(f"--config.{key}: {what} file {path} not found")
+    textfiles.check_utf8(str(path))
+    try:
+      with open(str(path), encoding="utf-8") as f:
+        blob = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ElectraError(f"--config.{key}: {path} is not valid JSON ({e})") from None
+    if not isinstance(blob, dict) or not isinstance(blob.get("data"), list):
+      raise ElectraError(f"--config.{key}: {path} has no 'data' list; is it a SQuAD JSON file?")
