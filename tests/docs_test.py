@@ -24,6 +24,12 @@ CONFIGS = {
   "pretrain.py": ("experiments/configs/pretrain.py", "size=small", "size={}"),
   "glue.py": ("experiments/configs/glue.py", "task=sst2,size=small", "task=sst2,size={}"),
   "squad.py": ("experiments/configs/squad.py", "version=1.1,size=small", "size={}"),
+  "token_classification.py": (
+    "experiments/configs/token_classification.py",
+    "size=small",
+    "size={}",
+  ),
+  "multiple_choice.py": ("experiments/configs/multiple_choice.py", "size=small", "size={}"),
 }
 SIZES = ("tiny", "small", "base", "large")
 GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "custom")
