@@ -2,7 +2,9 @@
 
 Token-classification and multiple-choice models are predicted by
 `electra_jax/predict_tasks.py` (CoNLL / text in, CoNLL out; rows in, chosen
-endings out); the rest of this module is about sequence classifiers.
+endings out), question-answering models by `electra_jax/predict_qa.py`
+(SQuAD JSON in, answers JSON out); the rest of this module is about
+sequence classifiers.
 
 Which model (`--model`):
   - an electra-jax checkpoint directory with a `sequence_classification`
@@ -408,23 +410,20 @@ def predict_file(
   if os.path.isdir(output_path):
     raise ElectraError(f"--output {output_path} is a directory: name a .jsonl file")
   if not isinstance(model, serving.Predictor):
-    from electra_jax import predict_tasks
-
-    path = resolve_model_dir(model, checkpoint)
-    head = predict_tasks.model_head(path)
-    if head in predict_tasks.HEADS:  # token classification, multiple choice
-      return predict_tasks.predict_file(
-        path,
-        head,
-        input_path,
-        output_path,
-        batch_size=batch_size,
-        max_seq_length=max_seq_length,
-        fmt=fmt,
-        evaluate=evaluate,
-        progress=progress,
-        log=log,
-      )
+    summary = _predict_task_model(
+      model,
+      checkpoint,
+      input_path,
+      output_path,
+      batch_size=batch_size,
+      max_seq_length=max_seq_length,
+      fmt=fmt,
+      evaluate=evaluate,
+      progress=progress,
+      log=log,
+    )
+    if summary is not None:
+      return summary
   input_format(input_path, fmt)  # fail on a bad name before loading the model
   if isinstance(model, serving.Predictor):
     predictor = model
@@ -457,6 +456,22 @@ def predict_file(
     summary["metrics"] = _metrics(predictor, scored)
   _report(summary, input_path, output_path, evaluate, log)
   return summary
+
+
+def _predict_task_model(model, checkpoint: str, input_path, output_path, **kwargs):
+  """Token-classification, multiple-choice and QA models, predicted by their own modules.
+
+  Returns their summary, or None for a sequence classifier (predicted here).
+  """
+  from electra_jax import predict_qa, predict_tasks
+
+  path = resolve_model_dir(model, checkpoint)
+  head = predict_tasks.model_head(path)
+  if head in predict_tasks.HEADS:  # token classification, multiple choice
+    return predict_tasks.predict_file(path, head, input_path, output_path, **kwargs)
+  if head in predict_qa.HEADS:  # SQuAD JSON in, answers JSON out
+    return predict_qa.predict_file(path, head, input_path, output_path, **kwargs)
+  return None
 
 
 def _predict_rows(predictor, good, output_path, summary, evaluate, progress, log) -> list:

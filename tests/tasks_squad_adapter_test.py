@@ -84,6 +84,10 @@ def test_v11_hf_head_end_to_end_and_export_to_hf(tmp_path):
   # The written predictions score what results.json says, by the official v1.1 rules.
   scored = squad_eval.evaluate_files(dev, work / "seed_0" / "predictions.json").metrics
   assert scored == pytest.approx(summary["seeds"][0]["last"])
+  # predict with the workdir's final model gives the answers of the last evaluation.
+  out_json = tmp_path / "answers.json"
+  assert cli.main(["predict", "--model", str(work), "--input", dev, "--output", str(out_json)]) == 0
+  assert json.load(open(out_json)) == preds
   # The HF head exports to HF, and HF PyTorch computes the same logits.
   out = tmp_path / "hf"
   assert cli.main(["convert", "--to-hf", str(work / "seed_0" / "last"), "--out", str(out)]) == 0
@@ -125,6 +129,17 @@ def test_v20_official_head_end_to_end_null_odds_and_squad_eval(tmp_path, capsys)
   args = ["squad-eval", dev, str(seed / "predictions.json"), "--na-prob-file"]
   assert cli.main([*args, str(seed / "null_odds.json"), "--na-prob-thresh", "-2.75"]) == 0
   assert json.loads(capsys.readouterr().out) == pytest.approx(last)
+  # predict answers "" above the model's threshold and writes the no-answer scores beside.
+  out_json = tmp_path / "answers.json"
+  args = ["predict", "--model", str(work), "--input", dev, "--output", str(out_json), "--eval"]
+  assert cli.main(args) == 0
+  answers = json.load(open(out_json))
+  spans = json.load(open(seed / "predictions.json"))
+  assert answers == {q: "" if null_odds[q] > -2.75 else a for q, a in spans.items()}
+  assert json.load(open(tmp_path / "answers.null_odds.json")) == pytest.approx(null_odds, abs=1e-4)
+  assert json.loads(capsys.readouterr().err.strip().splitlines()[-1]) == pytest.approx(
+    last, abs=1e-3
+  )
   # The official head has no HF class: export to HF is refused in one line.
   assert cli.main(["convert", "--to-hf", str(seed / "last"), "--out", str(tmp_path / "hf")]) == 2
   assert "no HF transformers equivalent" in capsys.readouterr().err
