@@ -23,7 +23,7 @@ TINY = {
   "batch_size": 8,
   "eval_batch_size": 32,
   "log_every": 5,
-  "epochs": 2,
+  "epochs": 1,
   "learning_rate": 3e-3,
 }
 ENTITIES = {"john": "PER", "mary": "PER", "paris": "LOC", "london": "LOC"}
@@ -118,15 +118,20 @@ def test_long_sentences_split_into_windows_and_join_back(tokenizer):
   assert stats.truncated_words == 1 and feats["input_mask"][0].tolist() == [1, 1, 1, 1]
 
 
-def test_unseen_dev_tag_is_an_error_or_kept_and_counted(tmp_path):
+def test_unseen_dev_tag_is_an_error_or_kept_and_counted(tmp_path, tokenizer):
   train = _write(tmp_path / "train.txt", [(["john", "went"], ["B-PER", "O"])])
   dev = _write(tmp_path / "dev.txt", [(["paris", "john", "paris"], ["B-LOC", "B-PER", "B-LOC"])])
   cfg = _cfg(train_file=train, dev_file=dev)
   with pytest.raises(ElectraError, match=r"dev.txt:3: dev tag 'B-LOC' never occurs"):
     tc.token_classification_adapter(cfg, {"loss_reduction": "sum"})
-  cfg = _cfg(train_file=train, dev_file=dev, unseen_tags="keep")
+  # Kept: in the label map, counted; a test file's unknown tags are only written back.
+  test = _write(tmp_path / "test.txt", [(["rome"], ["B-GPE"])])
+  cfg = _cfg(train_file=train, dev_file=dev, test_file=test, unseen_tags="keep")
   adapter = tc.token_classification_adapter(cfg, {"loss_reduction": "sum"})
   assert adapter.label_list == ["B-LOC", "B-PER", "O"] and adapter.unseen == {"B-LOC": 2}
+  feats = adapter.featurize(tokenizer, 16)
+  assert feats["dev"]["labels"][0, 1:4].tolist() == [0, 1, 0]
+  assert (feats["test"]["labels"] == -1).all()
   assert "B-LOC (2 words)" in adapter.describe()
 
 
@@ -169,3 +174,15 @@ def test_tiny_run_end_to_end_and_predict_round_trip(tmp_path, capsys):
     cli.main(["predict", "--model", str(work), "--input", str(text), "--output", str(out_txt)]) == 0
   )
   assert [s.tags for s in conll.read_conll(out_txt)] == [s.tags for s in written[:3]]
+  # The HF export names the tags, and predict reads it the same way (given the
+  # length trained with: a HF config does not record it, and windows change the context).
+  hf = tmp_path / "hf"
+  assert cli.main(["convert", "--to-hf", str(work / "seed_0" / "last"), "--out", str(hf)]) == 0
+  hf_config = json.load(open(hf / "config.json"))
+  assert hf_config["architectures"] == ["ElectraForTokenClassification"]
+  assert hf_config["id2label"] == {"0": "B-LOC", "1": "B-PER", "2": "I-LOC", "3": "O"}
+  out_hf = tmp_path / "hf_out.conll"
+  argv = ["predict", "--model", str(hf), "--input", str(text), "--output", str(out_hf)]
+  argv += ["--max-seq-length", "16"]
+  assert cli.main(argv) == 0
+  assert out_hf.read_text() == out_txt.read_text()

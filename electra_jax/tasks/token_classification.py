@@ -134,7 +134,8 @@ def featurize(
     for w in range(start, end):
       word_ids[row, len(ids)] = w
       if label_map is not None and sentence.tags is not None:
-        labels[row, len(ids)] = label_map[sentence.tags[w]]
+        # Train and dev tags are all in the map (checked when read); a test file's need not be.
+        labels[row, len(ids)] = label_map.get(sentence.tags[w], IGNORE)
       ids += pieces[sentence.words[w]][:budget]
     ids.append(tokenizer.sep_id)
     input_ids[row, : len(ids)] = ids
