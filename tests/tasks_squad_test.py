@@ -244,3 +244,36 @@ def test_oracle_logits_recover_the_shared_dev_answers(shared_data, vocab_file):
   # no token span can cut out, as in the official BERT/ELECTRA code.
   print("oracle over 500 dev questions:", scores)
   assert scores["exact_match"] >= 97.5 and scores["f1"] >= 97.5
+
+
+@pytest.mark.slow
+def test_shared_v11_dev_featurize_time_and_gold_spans_round_trip(shared_data, vocab_file):
+  """Issue 12: all 10,570 dev questions at length 384 in <= 60 s; >= 99.5 % of gold spans recovered.
+
+  Measured on the shared 2-core VM at load ~12: 16 s, 10,833 windows, 10,538 / 10,570 (99.70 %)
+  recovered exactly; the 32 misses are answers that end or start inside a word piece ("gold" in
+  "golden", "8" in "18", "20,980" after "£"), which no token span can cut out.
+  """
+  import time
+
+  from electra_jax import tokenization
+
+  path = shared_data / "squad" / "dev-v1.1.json"
+  if not path.exists():
+    pytest.skip(f"{path} not found")
+  examples = squad.read_squad(path)
+  tok = tokenization.load_tokenizer(str(vocab_file))
+  started = time.perf_counter()
+  feats = squad.featurize(examples, tok, 384, doc_stride=128, max_query_length=64)
+  elapsed = time.perf_counter() - started
+  assert elapsed <= 60, f"featurize took {elapsed:.1f} s"
+  recovered = {}
+  for f, index in enumerate(feats.example_index):
+    s, e = feats.start_positions[f], feats.end_positions[f]
+    if s:
+      ex = examples[index]
+      recovered.setdefault(ex.qas_id, ex.context[feats.offsets[f][s][0] : feats.offsets[f][e][1]])
+  hits = sum(recovered.get(ex.qas_id) == ex.answers[0][0] for ex in examples)
+  print(f"featurize {elapsed:.1f} s; gold spans recovered {hits} / {len(examples)}")
+  assert len(recovered) == len(examples)  # every answer lies whole in some window
+  assert hits / len(examples) >= 0.995
