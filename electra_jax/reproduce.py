@@ -435,15 +435,24 @@ def _vocab_size(tokenizer_path: str) -> int:
 
 
 def run(
-  plan: Plan, workdir: str, *, out: str, argv: list[str] | None = None, progress: bool = True
+  plan: Plan,
+  workdir: str,
+  *,
+  out: str,
+  argv: list[str] | None = None,
+  progress: bool = True,
+  report_only: bool = False,
 ) -> dict:
   """Runs (or resumes) every stage in `workdir` and writes the report to `out`.
 
   Returns:
     The report's data (also in WORKDIR/reproduce.json); `status` is
     `complete`, or `stopped` with `stopped` / `where` when a signal stopped a
-    stage (re-run to resume).
+    stage (re-run to resume). With `report_only`, no stage runs: the report
+    shows the finished ones (marked PARTIAL if any is missing).
   """
+  if report_only and not os.path.exists(os.path.join(workdir, "reproduce.json")):
+    raise ElectraError(f"--report-only: {workdir} holds no reproduction (no reproduce.json)")
   os.makedirs(workdir, exist_ok=True)
   record = _Record(workdir, plan)
   record.data["invocations"].append(
@@ -458,6 +467,8 @@ def run(
   fl = compute_flops(plan, vocab)
   record.data["flops"] = fl
   record.save()
+  if report_only:
+    return _report_only(plan, workdir, record, fl, out)
   t_all = time.perf_counter()
   try:
     data_dir = _prepare_data(plan, workdir, record, progress)
@@ -490,6 +501,37 @@ def run(
   record.data["status"] = "complete"
   record.save()
   return {"status": "complete", **report}
+
+
+def _report_only(plan: Plan, workdir: str, record: _Record, fl: dict, out: str) -> dict:
+  """The report from the stages finished so far (labelled PARTIAL when any is missing)."""
+  from electra_jax import reproduce_report
+
+  invocation = record.data["invocations"].pop()  # a report is not a run of the stages
+  record.save()
+  missing = [s for s in ("data", "pretrain_electra", "pretrain_mlm") if not record.done(s)]
+  pretrain_dirs = {m: os.path.join(workdir, f"pretrain_{m}") for m in ("electra", "mlm")}
+  ft_dirs = {init: {} for init in INITS}
+  for task, _, _ in plan.tasks:
+    for init in INITS:
+      if record.done(f"finetune_{init}_{task}"):
+        ft_dirs[init][task] = os.path.join(workdir, "finetune", init, task)
+      else:
+        missing.append(f"finetune_{init}_{task}")
+  report = reproduce_report.write(
+    plan,
+    workdir,
+    {
+      **record.data,
+      "invocations": record.data["invocations"] + [{**invocation, "report_only": True}],
+    },
+    pretrain_dirs,
+    ft_dirs,
+    out,
+    commands(plan, workdir, fl),
+    missing=missing,
+  )
+  return {"status": "complete", "partial": bool(missing), **report}
 
 
 def commands(plan: Plan, workdir: str, fl: dict) -> list[str]:
@@ -641,6 +683,12 @@ def add_cpu_arguments(p) -> None:
   )
   p.add_argument("--glue-dir", default=None, help="GLUE data (default: ../shared/data/glue_data)")
   p.add_argument("--no-progress", action="store_true", help="no progress bars")
+  p.add_argument(
+    "--report-only",
+    action="store_true",
+    help="run nothing: write the report from the stages finished so far (PARTIAL if any is missing);"
+    " safe while the run is going on",
+  )
 
 
 def run_cli(args, argv: list[str] | None = None) -> int:
@@ -677,7 +725,14 @@ def run_cli(args, argv: list[str] | None = None) -> int:
   from electra_jax import preemption
 
   with preemption.handle_stop_signals():
-    result = run(plan, args.workdir, out=out, argv=argv, progress=not args.no_progress)
+    result = run(
+      plan,
+      args.workdir,
+      out=out,
+      argv=argv,
+      progress=not args.no_progress,
+      report_only=args.report_only,
+    )
   if result["status"] != "complete":
     print(
       f"electra-jax: stopped by {result['stopped']} in {result['where']}; re-run the same command to resume",
