@@ -149,9 +149,13 @@ def _add_predict(sub):
     'regression. An empty line gives {"index", "error": "empty input"}; a text longer than the max '
     'sequence length is truncated and marked "truncated": true. Malformed rows (bad JSON, missing '
     "column, wrong field count, not UTF-8) are reported by row and line and skipped, or stop the run "
-    "with --on-error stop. The output is written to a temporary file and renamed at the end.",
+    "with --on-error stop. The output is written to a temporary file and renamed at the end. "
+    "A question-answering model (SQuAD fine-tuning, HF ElectraForQuestionAnswering) takes a SQuAD "
+    "JSON file and writes {question id: answer} JSON (empty above a SQuAD 2.0 model's no-answer "
+    "threshold, the scores in OUTPUT.null_odds.json; --eval scores the input's answers).",
     epilog="examples:\n"
     "  electra-jax predict --model runs/sst2 --input reviews.txt --output preds.jsonl\n"
+    "  electra-jax predict --model runs/squad --input questions.json --output answers.json\n"
     "  electra-jax predict --model runs/mrpc/best --input pairs.tsv --text-column sentence1 \\\n"
     "      --text-pair-column sentence2 --output preds.jsonl\n"
     "  electra-jax predict --model exported/ --input dev.jsonl --output preds.jsonl --eval",
@@ -533,7 +537,7 @@ _COMMANDS.append(_add_pretrain)
 def _add_finetune(sub):
   p = sub.add_parser(
     "finetune",
-    help="fine-tune on a GLUE task or your own CSV/TSV/JSONL data (multi-seed)",
+    help="fine-tune on a GLUE task, SQuAD or your own data (multi-seed)",
     description="Fine-tune a classifier/regressor with the paper's recipe (AdamW, layer-wise LR decay, warmup, "
     "linear decay). Evaluates on dev every epoch, keeps best/ and last/ per seed, writes results.json with "
     "median/mean/std over --seeds, and GLUE test-set submission files. `electra-jax predict --model WORKDIR` "
