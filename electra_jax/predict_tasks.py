@@ -113,9 +113,14 @@ def predict_tags(path, input_path, output_path, *, batch_size, max_seq_length, f
                  progress, log) -> dict[str, Any]:  # fmt: skip
   """Tags every word of a text or CoNLL file; writes CoNLL (see the module docstring)."""
   if fmt is None:
-    fmt = "conll" if input_path.lower().endswith(CONLL_SUFFIXES) else "txt"
+    suffix = os.path.splitext(input_path)[1].lower()
+    fmt = {**dict.fromkeys(CONLL_SUFFIXES, "conll"), ".csv": "csv", ".tsv": "tsv"}.get(suffix)
+    fmt = fmt or ("jsonl" if suffix in (".jsonl", ".json") else "txt")
   if fmt not in ("txt", "conll"):
-    raise ElectraError(f"a token-classification model reads .txt or CoNLL input, not {fmt}")
+    raise ElectraError(
+      f"{input_path}: a token-classification model reads text (.txt, one sentence per line) or "
+      f"CoNLL columns (.conll, or --format conll), not {fmt}"
+    )
   if fmt == "txt":
     if evaluate:
       raise ElectraError("--eval needs gold tags: give a CoNLL file (--format conll)")

@@ -8,7 +8,9 @@ official ELECTRA tagging code (`finetune/tagging/tagging_tasks.py`): each word
 is word-pieced on its own, and only the first piece of a word carries the
 word's label; the other pieces, `[CLS]`, `[SEP]` and padding are ignored by
 the loss (label -1) and by the scores. Predictions are read back at the first
-pieces, so every score is per word, in the file's own tags.
+pieces, so every score is per word, in the file's own tags (the official code
+re-encodes chunk tags as BIOES for training; here the model learns the file's
+tags as they are). Segment ids are 0, HF's convention (the official code feeds 1).
 
 Sentences longer than `max_seq_length` are not truncated (the official code
 drops the words that do not fit, and so never scores them): they are split at
