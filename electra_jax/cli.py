@@ -763,6 +763,83 @@ def _add_reproduce(sub):
 _COMMANDS.append(_add_reproduce)
 
 
+def _add_bench(sub):
+  p = sub.add_parser(
+    "bench",
+    help="time a pretraining step, a fine-tuning step or inference (optionally against HF PyTorch)",
+    description="Time the jitted pretraining step, fine-tuning step or inference forward on synthetic\n"
+    "batches: median/p10/p90 step time after warm-up, tokens/s, compile time, peak RSS, model\n"
+    "FLOPs per step (analytic, checked against XLA's count), achieved FLOP/s and, on a GPU/TPU,\n"
+    "MFU. --compare-torch times the same workload in HF transformers + PyTorch in the same\n"
+    "run (alternating worker processes) and prints the ratio. Override the workload's config\n"
+    "(experiments/configs/pretrain.py, or glue.py for finetune/inference) with --config.KEY=VALUE.",
+    epilog="examples:\n"
+    "  electra-jax bench --size small --batch 8 --seq 128 --workload pretrain --compare-torch\n"
+    "  electra-jax bench --size small --batch 32 --workload inference --json\n"
+    "  electra-jax bench --size base --batch 32 --seq 512 --workload pretrain "
+    "--config.compute_dtype=bfloat16",
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  p.add_argument("--size", default="small", help="tiny, small, base or large (default small)")
+  p.add_argument(
+    "--workload", default="pretrain", help="pretrain, finetune or inference (default pretrain)"
+  )
+  p.add_argument("--batch", type=_int_arg("--batch"), default=8, help="sequences per step (8)")
+  p.add_argument("--seq", type=_int_arg("--seq"), default=128, help="sequence length (128)")
+  p.add_argument("--steps", type=_int_arg("--steps"), default=10, help="timed steps (10)")
+  p.add_argument(
+    "--warmup", type=_int_arg("--warmup"), default=2, help="untimed steps after compiling (2)"
+  )
+  p.add_argument("--seed", type=_int_arg("--seed"), default=0, help="seed of params and batches")
+  p.add_argument(
+    "--compare-torch",
+    action="store_true",
+    help="also time HF transformers + PyTorch (needs torch and transformers)",
+  )
+  p.add_argument(
+    "--torch-threads",
+    type=_int_arg("--torch-threads"),
+    default=0,
+    help="torch.set_num_threads for --compare-torch (default: one per usable core)",
+  )
+  p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+  p.set_defaults(func=_run_bench, accepts_config_overrides=True)
+
+
+def _int_arg(flag: str):
+  def parse(text: str) -> int:
+    try:
+      return int(text)
+    except ValueError:
+      raise ElectraError(f"{flag} takes an integer, got {text!r}") from None
+
+  return parse
+
+
+def _run_bench(args):
+  import json
+
+  from electra_jax import bench
+
+  spec = bench.Spec(
+    workload=args.workload,
+    size=args.size,
+    batch=args.batch,
+    seq=args.seq,
+    steps=args.steps,
+    warmup=args.warmup,
+    seed=args.seed,
+    overrides=tuple(args.config_overrides),
+    torch_threads=args.torch_threads,
+  )
+  report = bench.run(spec, compare_torch=args.compare_torch)
+  print(json.dumps(report) if args.json else bench.format_report(report))
+  return 0
+
+
+_COMMANDS.append(_add_bench)
+
+
 def version() -> str:
   """The installed distribution's version; the package's own when not installed."""
   from importlib import metadata
@@ -819,7 +896,11 @@ def _progress_logs():
 def main(argv: list[str] | None = None) -> int:
   xla_env.set_default_xla_flags()  # before anything starts JAX
   parser = build_parser()
-  args, extra = parser.parse_known_args(argv)
+  try:  # a `type=` parser may raise ElectraError (one line, as below)
+    args, extra = parser.parse_known_args(argv)
+  except ElectraError as e:
+    print(f"electra-jax: error: {e}", file=sys.stderr)
+    return 2
   if getattr(args, "accepts_config_overrides", False):
     args.config_overrides = extra
   elif extra:
