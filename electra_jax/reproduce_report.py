@@ -193,6 +193,35 @@ def plot_glue(table: dict, tasks: list[str], labels: dict, path: str) -> None:
   plt.close(fig)
 
 
+def _scale_gap(plan, fl: dict, stages: dict) -> list[str]:
+  """How far this run is from the paper's scale, and what would close the distance."""
+  official = fl["total"]["official"]["electra"]
+  tokens = stages.get("data", {}).get("num_tokens")
+  corpus = f"{tokens / 1e6:.1f} M tokens" if tokens else "the corpus"
+  return [
+    "### Scale, and what would close the distance to the paper",
+    "",
+    f"- Compute: ELECTRA here used {official:.2g} pretraining FLOPs by the official rule, the paper's ELECTRA-Small"
+    f" {PAPER_FLOPS['electra_small']:.2g} (BERT-Small {PAPER_FLOPS['bert_small']:.2g}): "
+    f"{PAPER_FLOPS['electra_small'] / official:,.0f}× more. The paper's Figure 4 compares models after 1e17+ FLOPs.",
+    f"- Corpus: {corpus} here vs ~3.3 B tokens (BooksCorpus + English Wikipedia) in the paper; `--corpus` takes a"
+    " bigger one (e.g. OpenWebText, as ELECTRA's own release used).",
+    f"- Model: hidden {plan.hidden_size} × {plan.num_layers} layers vs ELECTRA-Small's 256 × 12 (the `--hidden-size`,"
+    " `--num-layers`, `--num-heads` flags); with the 30,522-token vocabulary the embedding and output softmax are a"
+    " much larger share of a small model's compute, which is why the FLOP match here counts lookups as gathers.",
+    "- Fine-tuning: training subsets and few seeds; the dev sets of RTE (277), MRPC (408) and CoLA (1,043) give"
+    " seed-to-seed spreads of several points, so gaps below ~2 points are not resolved. Closing: full training sets"
+    " (`--train-examples 0`), 5–10 seeds (`--seeds`), which needs an accelerator or many CPU hours.",
+    "",
+  ]
+
+
+PAPER_FLOPS = {
+  "electra_small": 1.293743798272e18,
+  "bert_small": 1.4187399146496e18,
+}  # official MODEL_FLOPS
+
+
 def _fmt_flops(x: float) -> str:
   return f"{x:.3g}"
 
@@ -281,6 +310,7 @@ def write(
       f" BERT-Small {PAPER['bert_small']} (**{PAPER['electra_small'] - PAPER['bert_small']:+.1f}**).",
       "",
     ]
+  lines += _scale_gap(plan, fl, stages)
   # FLOPs
   steps = fl["steps"]
   lines += [
