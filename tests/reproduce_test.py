@@ -238,3 +238,19 @@ def test_report_only_labels_partial_results(tmp_path, capsys, shared_data):
   assert (tmp_path / "r" / "glue.png").exists()
   record = json.loads((tmp_path / "w" / "reproduce.json").read_text())
   assert record["invocations"] == []  # a report is not a run
+
+
+def test_shell_script_usage_and_errors(tmp_path):
+  import subprocess
+
+  script = os.path.join(
+    os.path.dirname(os.path.dirname(reproduce.__file__)), "experiments", "reproduce_cpu.sh"
+  )
+  r = subprocess.run([script], capture_output=True, text=True)
+  assert r.returncode == 2 and r.stderr.startswith("usage:")
+  r = subprocess.run(
+    [script, str(tmp_path / "w"), "--tasks", "nope"], capture_output=True, text=True
+  )
+  assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith(
+    "electra-jax: error: --tasks"
+  )
