@@ -17,6 +17,7 @@ import difflib
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from numbers import Integral, Real
 
@@ -469,6 +470,13 @@ def _squad_data(cfg) -> None:
   for key, what in (("train_file", "training"), ("dev_file", "dev"), ("test_file", "test")):
     path = _get(cfg, key)
     if path in (_MISSING, None, ""):
+      continue
+    if str(path).startswith("tfds:"):
+      if not re.fullmatch(r"tfds:squad/v(1\.1|2\.0):(train|validation|dev)", str(path)):
+        raise ElectraError(
+          f"--config.{key}={path!r}: a tfds source is tfds:squad/v1.1:SPLIT or "
+          "tfds:squad/v2.0:SPLIT with SPLIT train or validation"
+        )
       continue
     if not os.path.isfile(str(path)):
       raise ElectraError(f"--config.{key}: {what} file {path} not found")

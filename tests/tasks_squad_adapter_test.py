@@ -234,6 +234,7 @@ def test_hf_head_loss_is_the_mean_of_start_and_end_cross_entropy(tmp_path, tiny_
     ({"dev_file": "V2"}, "unanswerable questions .* set --config.version=2.0"),
     ({"max_seq_length": 15}, "leaves no room for context"),
     ({"doc_stride": 0}, "doc_stride"),
+    ({"dev_file": "tfds:squad/v3.0:dev"}, "a tfds source is tfds:squad/v1.1:SPLIT"),
   ],
 )
 def test_bad_inputs_are_one_line_errors_and_leave_nothing(tmp_path, capsys, change, message):
@@ -312,3 +313,43 @@ def test_tiny_model_on_a_split_of_squad_dev(shared_data, tmp_path, recipe):
   print(recipe, summary["metrics"]["f1"]["median"], summary["metrics"]["exact_match"]["median"])
   scored = squad_eval.evaluate_files(dev, work / "seed_0" / "predictions.json").metrics
   assert scored["f1"] == pytest.approx(summary["metrics"]["f1"]["median"])
+
+
+@pytest.mark.parametrize("version", ["1.1", "2.0"])
+def test_tfds_source_reads_what_the_json_holds(tmp_path, version):
+  """tfds `squad/vX` built offline by its own builder (the download pointed at local files)."""
+  from unittest import mock
+
+  tfds = pytest.importorskip("tensorflow_datasets")
+  pytest.importorskip("importlib_resources")  # tfds's registered builders need it
+  from electra_jax import recipes
+  from electra_jax.tasks import squad, squad_adapter
+
+  v2 = version == "2.0"
+  files = {
+    "train": _squad_file(tmp_path / "train.json", 6, v2=v2),
+    "dev": _squad_file(tmp_path / "dev.json", 3, v2=v2, start=100),
+  }
+  name, data_dir = f"squad/v{version}", str(tmp_path / "tfds")
+  builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+  download = mock.patch.object(
+    tfds.download.DownloadManager, "download_and_extract", lambda self, urls: files
+  )
+  with download:
+    builder.download_and_prepare()
+  cfg = _cfg(
+    f"version={version},size=tiny",
+    train_file=f"tfds:{name}:train",
+    dev_file=f"tfds:{name}:validation",
+    tfds_data_dir=data_dir,
+  )
+  adapter = squad_adapter.squad_adapter(cfg, recipes.resolve(cfg))
+  for split, path in files.items():
+    want = sorted(squad.read_squad(path))
+    assert sorted(adapter.splits[split]) == want and len(want) == (12 if v2 else 6) // (
+      2 if split == "dev" else 1
+    )
+  with pytest.raises(ElectraError, match="not available under"):
+    squad.read_tfds_squad(name, "train", str(tmp_path / "empty"))
+  with pytest.raises(ElectraError, match="not SQuAD"):
+    squad.read_source("tfds:glue/sst2:train")

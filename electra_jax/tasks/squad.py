@@ -120,6 +120,91 @@ def read_squad(path: str | os.PathLike, *, labeled: bool = True) -> list[SquadEx
   return examples
 
 
+# tfds `squad/v1.1` and `squad/v2.0` split names of our train / dev.
+TFDS_SPLITS = {"train": "train", "dev": "validation", "validation": "validation"}
+
+
+def _tfds_text(value) -> str:
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def read_tfds_squad(
+  name: str, split: str, data_dir: str | os.PathLike | None = None
+) -> list[SquadExample]:
+  """Reads tfds `squad/v1.1` or `squad/v2.0` (prepared as array_record) into examples.
+
+  Nothing is downloaded: prepare it first (`tfds build squad/v1.1
+  --file_format=array_record`). Records come in tfds's (hashed) order; every
+  answer is checked against its context as `read_squad` does.
+
+  Args:
+    name: `squad/v1.1` or `squad/v2.0`.
+    split: `train`, or `dev` / `validation`.
+    data_dir: the tfds data directory; None: tfds's default.
+
+  Raises:
+    ElectraError: another dataset, an unknown split, the dataset not
+      prepared, or an answer off its context.
+  """
+  if name not in ("squad/v1.1", "squad/v2.0"):
+    raise ElectraError(f"tfds dataset {name!r} is not SQuAD: use squad/v1.1 or squad/v2.0")
+  if split not in TFDS_SPLITS:
+    raise ElectraError(f"tfds {name} has no split {split!r}: use train or validation")
+  try:
+    import tensorflow_datasets as tfds
+
+    source = tfds.data_source(
+      name,
+      split=TFDS_SPLITS[split],
+      data_dir=None if data_dir is None else os.fspath(data_dir),
+      download=False,
+    )
+  except Exception as e:  # tfds raises many types for "not there"; report any as one line
+    where = os.fspath(data_dir) if data_dir is not None else "the default tfds data_dir"
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise ElectraError(
+      f"tfds {name} is not available under {where} ({reason}); prepare it with "
+      f"`tfds build {name} --file_format=array_record`, or give the JSON file"
+    ) from None
+  examples = []
+  for i in range(len(source)):
+    record = source[i]
+    context = _tfds_text(record["context"])
+    qas_id = _tfds_text(record["id"])
+    answers = []
+    for text, start in zip(record["answers"]["text"], record["answers"]["answer_start"]):
+      text, start = _tfds_text(text), int(start)
+      if context[start : start + len(text)] != text:
+        raise ElectraError(
+          f"tfds {name} {split} {qas_id}: answer_start {start} does not point at {text!r}"
+        )
+      answers.append((text, start))
+    impossible = bool(record.get("is_impossible", False))
+    examples.append(
+      SquadExample(
+        qas_id,
+        _tfds_text(record["title"]),
+        _tfds_text(record["question"]),
+        context,
+        tuple(answers),
+        impossible,
+      )
+    )
+  return examples
+
+
+def read_source(
+  spec: str, *, labeled: bool = True, tfds_data_dir: str | None = None
+) -> list[SquadExample]:
+  """A SQuAD JSON file, or `tfds:squad/v1.1:train` (`tfds:NAME:SPLIT`) read with `read_tfds_squad`."""
+  if not spec.startswith("tfds:"):
+    return read_squad(spec, labeled=labeled)
+  name, sep, split = spec[len("tfds:") :].rpartition(":")
+  if not sep:
+    raise ElectraError(f"{spec!r}: write tfds:NAME:SPLIT, e.g. tfds:squad/v1.1:validation")
+  return read_tfds_squad(name, split, tfds_data_dir or None)
+
+
 # --- Official metrics -------------------------------------------------------------
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)

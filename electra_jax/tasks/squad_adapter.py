@@ -2,7 +2,8 @@
 
 Data: the official JSON files (`train_file`, `dev_file`, optional
 `test_file`), read by `squad.read_squad` (an `answer_start` that does not
-point at its text is an error naming the question). Features:
+point at its text is an error naming the question), or tfds `squad/v1.1` /
+`squad/v2.0` prepared under `tfds_data_dir` (`tfds:squad/v1.1:train`). Features:
 `squad.featurize`, `[CLS] question [SEP] window [SEP]` with `doc_stride` and
 `max_query_length`. Training targets are the first gold answer's token span;
 a window that does not hold the whole answer, and an unanswerable 2.0
@@ -270,14 +271,15 @@ def squad_adapter(cfg: ml_collections.ConfigDict, recipe: dict) -> SquadAdapter:
     raise ElectraError(f"--config.version must be 1.1 or 2.0, got {version!r}")
   if not cfg.train_file:
     raise ElectraError("task=squad needs --config.train_file (and usually --config.dev_file)")
-  splits = {"train": squad.read_squad(cfg.train_file)}
+  tfds_dir = cfg.get("tfds_data_dir") or None
+  splits = {"train": squad.read_source(cfg.train_file, tfds_data_dir=tfds_dir)}
   limit = int(cfg.max_train_examples)
   if limit:
     splits["train"] = splits["train"][:limit]
   if cfg.dev_file:
-    splits["dev"] = squad.read_squad(cfg.dev_file)
+    splits["dev"] = squad.read_source(cfg.dev_file, tfds_data_dir=tfds_dir)
   if cfg.test_file:
-    splits["test"] = squad.read_squad(cfg.test_file, labeled=False)
+    splits["test"] = squad.read_source(cfg.test_file, labeled=False, tfds_data_dir=tfds_dir)
   if version == "1.1":
     for split in ("train", "dev"):
       if any(ex.is_impossible for ex in splits.get(split, ())):
@@ -290,7 +292,9 @@ def squad_adapter(cfg: ml_collections.ConfigDict, recipe: dict) -> SquadAdapter:
     dev_splits=("dev",) if "dev" in splits else (),
     test_splits=("test",) if "test" in splits else (),
     recipe={"recipe": recipe["recipe"], **{k: recipe[k] for k in RECIPE_SWITCHES}},
-    source=os.path.abspath(cfg.train_file),
+    source=cfg.train_file
+    if cfg.train_file.startswith("tfds:")
+    else os.path.abspath(cfg.train_file),
     options={
       k: cfg[k]
       for k in (

@@ -79,4 +79,6 @@ def get_config(arg=None):
   # SQuAD 2.0: "no answer" when the question's no-answer score exceeds this;
   # None = the head's default (official -2.75, HF 0.0).
   c.na_threshold = placeholder(float)
+  # tfds data directory for `tfds:squad/v1.1:train`-style files ("": tfds's default).
+  c.tfds_data_dir = ""
   return c
