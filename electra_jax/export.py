@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from electra_jax import hf_files, predict, serving, trees
+from electra_jax import hf_files, predict, predict_tasks, serving, trees
 from electra_jax.errors import ElectraError
 
 DEFAULT_PLATFORMS = ("cpu",)
@@ -53,7 +53,12 @@ def export_model(
   embed_params: bool = False,
   fixed_length: bool = False,
 ) -> str:
-  """Exports a sequence-classification model for serving.
+  """Exports a sequence-classification, token-classification or multiple-choice model.
+
+  The latter two record their `head` in `serving_config.json` (multiple choice
+  also `num_choices`, a fixed axis of its inputs: the stored one, else the
+  number of ending columns, else SWAG's 4, and the input columns);
+  `electra-jax predict` runs them through `predict_tasks.load`.
 
   Args:
     model: checkpoint directory or fine-tuning workdir (as for predict).
@@ -84,9 +89,15 @@ def export_model(
   if unknown:
     raise ElectraError(f"unknown platform(s) {', '.join(unknown)}: use cpu, cuda, rocm or tpu")
   out = hf_files.prepare_output_dir(out)
-  clf = predict.load_classifier(path, max_seq_length)
+  head = predict_tasks.model_head(path)
+  if head in predict_tasks.HEADS:  # token classification, multiple choice
+    clf, head_config = _task_model(path, head, max_seq_length)
+  else:
+    clf, head_config = predict.load_classifier(path, max_seq_length), {}
   flat = _flat_params(clf.params)
-  blob = _serialized_export(clf, flat, platforms, embed_params, fixed_length)
+  blob = _serialized_export(
+    clf, flat, platforms, embed_params, fixed_length, head_config.get("num_choices")
+  )
   serving_config = {
     "format": serving.EXPORT_FORMAT,
     "version": serving.EXPORT_VERSION,
@@ -103,13 +114,41 @@ def export_model(
     "inputs": ["params", "input_ids", "attention_mask", "token_type_ids"][embed_params:],
     "source": path,
     "jax_version": jax.__version__,
+    **head_config,
   }
   _write_export(out, path, blob, None if embed_params else flat, serving_config)
   return out
 
 
-def _serialized_export(clf, flat, platforms, embed_params: bool, fixed_length: bool) -> bytes:
-  """`jax.export` of the classifier's inference function, serialized."""
+def _task_model(path: str, head: str, max_seq_length: int | None):
+  """A token-classification / multiple-choice model as a `predict.Classifier`, and what its
+  serving config adds (`head`; multiple choice: `num_choices` and the input columns)."""
+  model, params, extra, length = predict_tasks.load_live(path, max_seq_length)
+  if head == "multiple_choice":
+    choices = int(extra.get("num_choices") or len(extra.get("ending_columns") or ()) or 4)
+    columns = {
+      k: extra[k]
+      for k in ("context_column", "prefix_column", "ending_columns", "label_column")
+      if k in extra
+    }
+    clf = predict.Classifier(
+      model, params, model.config, choices, None, extra.get("task"), (), length, path
+    )
+    return clf, {"head": head, "num_choices": choices, **columns}
+  labels = predict_tasks.label_list(extra, int(model.num_labels))
+  clf = predict.Classifier(
+    model, params, model.config, len(labels), labels, extra.get("task"), (), length, path
+  )
+  return clf, {"head": head}
+
+
+def _serialized_export(
+  clf, flat, platforms, embed_params: bool, fixed_length: bool, choices: int | None = None
+) -> bytes:
+  """`jax.export` of the classifier's inference function, serialized.
+
+  `choices`: a multiple-choice model's inputs are `(batch, choices, length)`.
+  """
   import jax
   import jax.numpy as jnp
 
@@ -134,6 +173,8 @@ def _serialized_export(clf, flat, platforms, embed_params: bool, fixed_length: b
     # The bound lets the model's `length <= max_position_embeddings` check
     # resolve at export time; longer inputs are refused when called.
     shape = jax.export.symbolic_shape("batch, seq", constraints=(f"seq <= {length}",))
+  if choices:
+    shape = (shape[0], choices, *shape[1:])
   ids_spec = jax.ShapeDtypeStruct(shape, jnp.int32)
   try:
     if embed_params:

@@ -22,8 +22,10 @@ it; SWAG's names for a HF model). Output: JSONL, one line per row,
 ending's index; with `--eval`, accuracy against `label_column`.
 
 Outputs are written to a temporary file and renamed, so a failed run leaves
-none. Export (`electra-jax export`) serves sequence classifiers only; these
-models export to HF with `electra-jax convert --to-hf`.
+none. `--model` may also be an `electra-jax export` of such a model (`load`
+runs its serialized function), or the HF directory `electra-jax convert
+--to-hf` wrote (a HF config does not record the length trained with: give
+`--max-seq-length`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -43,14 +46,16 @@ CONLL_SUFFIXES = (".conll", ".iob", ".bio", ".iob2", ".bioes")
 
 
 def model_head(path: str) -> str | None:
-  """The head of the model directory `path` (electra-jax or HF), None when it has none we know."""
-  from electra_jax import convert, pretrained
+  """The head of the model directory `path` (electra-jax, HF or export), None when it has none we know."""
+  from electra_jax import convert, pretrained, serving
 
   if pretrained.is_checkpoint_dir(path):
     return pretrained.read_checkpoint_meta(path).get("head")
+  if serving.is_export_dir(path):  # sequence-classifier exports record no head
+    return serving.read_serving_config(path).get("head")
   config = os.path.join(path, "config.json")
   if not os.path.isfile(config):
-    return None  # an export directory: a sequence classifier
+    return None
   try:
     with open(config, encoding="utf-8") as f:
       return convert.detect_head(json.load(f))
@@ -58,9 +63,27 @@ def model_head(path: str) -> str | None:
     return None
 
 
-def _load(path: str, max_seq_length: int | None):
-  """`(model, params, tokenizer, extra, length)` of a checkpoint or HF directory."""
-  from electra_jax import convert, pretrained, tokenization
+class Loaded(NamedTuple):
+  """A token-classification or multiple-choice model ready to predict.
+
+  Attributes:
+    forward: `(input_ids, input_mask, segment_ids) -> logits`, any batch size.
+    tokenizer: the model's tokenizer.
+    extra: what the model records (label map, columns, ...).
+    max_seq_length: the length inputs are featurised to.
+    num_labels: tags (token classification) or choices (multiple choice).
+  """
+
+  forward: Callable
+  tokenizer: Any
+  extra: dict
+  max_seq_length: int
+  num_labels: int
+
+
+def load_live(path: str, max_seq_length: int | None = None):
+  """`(model, params, extra, length)` of an electra-jax checkpoint or HF directory."""
+  from electra_jax import convert, pretrained
 
   if pretrained.is_checkpoint_dir(path):
     extra = dict(pretrained.read_checkpoint_meta(path).get("extra") or {})
@@ -72,19 +95,40 @@ def _load(path: str, max_seq_length: int | None):
   length = max_seq_length or extra.get("max_seq_length") or min(512, limit)
   if not isinstance(length, int) or length < 3 or length > limit:
     raise ElectraError(f"max sequence length {length!r} is not usable: the model takes 3..{limit}")
-  return model, params, tokenization.load_tokenizer(path), extra, int(length)
+  return model, params, extra, int(length)
 
 
-def _run(model, params, features: dict, batch_size: int, progress: bool, log) -> np.ndarray:
-  """The model's outputs over `features`, in fixed-size batches (one compilation)."""
+def load(path: str, max_seq_length: int | None = None) -> Loaded:
+  """The model at `path`: a checkpoint, a HF directory or an `electra-jax export` directory."""
   import jax
-  from tqdm.auto import tqdm
 
-  @jax.jit
-  def forward(ids, mask, types):
-    return model.apply(
+  from electra_jax import serving, tokenization
+
+  if serving.is_export_dir(path):
+    cfg = serving.read_serving_config(path)
+    length = cfg["max_seq_length"]
+    if max_seq_length and (max_seq_length > length or cfg.get("fixed_length")):
+      raise ElectraError(
+        f"{path} was exported for {'exactly' if cfg.get('fixed_length') else 'at most'} {length} "
+        "tokens: drop --max-seq-length or re-export with the length you want"
+      )
+    forward = serving.load_exported(path).forward
+    return Loaded(
+      forward, tokenization.load_tokenizer(path), cfg, max_seq_length or length, cfg["num_labels"]
+    )
+  model, params, extra, length = load_live(path, max_seq_length)
+  apply = jax.jit(
+    lambda ids, mask, types: model.apply(
       {"params": params}, ids, attention_mask=mask, token_type_ids=types, deterministic=True
     )
+  )
+  num_labels = int(getattr(model, "num_labels", extra.get("num_choices") or 0))
+  return Loaded(apply, tokenization.load_tokenizer(path), extra, length, num_labels)
+
+
+def _run(forward, features: dict, batch_size: int, progress: bool, log) -> np.ndarray:
+  """`forward` over `features`, in fixed-size batches (one compilation)."""
+  from tqdm.auto import tqdm
 
   keys = ("input_ids", "input_mask", "segment_ids")
   n = len(features["input_ids"])
@@ -98,7 +142,8 @@ def _run(model, params, features: dict, batch_size: int, progress: bool, log) ->
   return np.concatenate(out)
 
 
-def _label_list(extra: dict, num_labels: int) -> list[str]:
+def label_list(extra: dict, num_labels: int) -> list[str]:
+  """Tag names in class-id order: the stored label map, else HF `id2label`, else `LABEL_i`."""
   labels = extra.get("label_map")
   if not labels and extra.get("id2label"):
     labels = [extra["id2label"][k] for k in sorted(extra["id2label"], key=int)]
@@ -127,10 +172,11 @@ def predict_tags(path, input_path, output_path, *, batch_size, max_seq_length, f
     sentences = conll.read_text(input_path)
   else:
     sentences = conll.read_conll(input_path, require_tags=evaluate)
-  model, params, tokenizer, extra, length = _load(path, max_seq_length)
-  labels = _label_list(extra, int(model.num_labels))
-  features, stats = token_classification.featurize(sentences, tokenizer, length, None)
-  logits = _run(model, params, features, batch_size, progress, log)
+  model = load(path, max_seq_length)
+  length = model.max_seq_length
+  labels = label_list(model.extra, model.num_labels)
+  features, stats = token_classification.featurize(sentences, model.tokenizer, length, None)
+  logits = _run(model.forward, features, batch_size, progress, log)
   ids = token_classification.sentence_predictions(logits.argmax(-1), features, sentences)
   tags = [[labels[i] for i in p] for p in ids]
   conll.write_conll(output_path, sentences, tags)
@@ -156,7 +202,8 @@ def predict_choices(path, input_path, output_path, *, batch_size, max_seq_length
   """Picks an ending for every row of a CSV/TSV/JSONL file; writes JSONL."""
   import jax
 
-  model, params, tokenizer, extra, length = _load(path, max_seq_length)
+  model = load(path, max_seq_length)
+  extra, length = model.extra, model.max_seq_length
   defaults = multiple_choice.Columns()
   columns = multiple_choice.Columns(
     extra.get("context_column", defaults.context),
@@ -167,8 +214,13 @@ def predict_choices(path, input_path, output_path, *, batch_size, max_seq_length
   questions = multiple_choice.read_questions(
     input_path, columns, require_labels=evaluate, file_format=fmt
   )
-  features, truncated = multiple_choice.featurize(questions, tokenizer, length)
-  scores = _run(model, params, features, batch_size, progress, log)
+  if model.num_labels and len(columns.endings) != model.num_labels:
+    raise ElectraError(
+      f"the model scores {model.num_labels} choices but its ending columns are "
+      f"{len(columns.endings)}: {list(columns.endings)}"
+    )
+  features, truncated = multiple_choice.featurize(questions, model.tokenizer, length)
+  scores = _run(model.forward, features, batch_size, progress, log)
   chosen = scores.argmax(-1)
   multiple_choice.write_choices(output_path, chosen, np.asarray(jax.nn.softmax(scores, -1)))
   summary: dict[str, Any] = {"rows": len(questions), "truncated": truncated}

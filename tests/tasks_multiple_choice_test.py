@@ -166,3 +166,15 @@ def test_tiny_run_end_to_end_and_predict_round_trip(tmp_path, capsys):
   for p in predicted:
     assert p["label"] == int(np.argmax(p["probabilities"]))
     assert sum(p["probabilities"]) == pytest.approx(1.0, abs=1e-4)
+  # The jax.export artifact gives the same choices and probabilities.
+  exported = tmp_path / "exported"
+  assert cli.main(["export", "--model", str(work), "--out", str(exported)]) == 0
+  assert json.load(open(exported / "serving_config.json"))["num_choices"] == 4
+  out_ex = tmp_path / "out_exported.jsonl"
+  argv = ["predict", "--model", str(exported), "--input", dev, "--output", str(out_ex), "--quiet"]
+  assert cli.main(argv) == 0
+  from_export = [json.loads(x) for x in open(out_ex)]
+  assert [p["label"] for p in from_export] == [p["label"] for p in predicted]
+  np.testing.assert_allclose(
+    [p["probabilities"] for p in from_export], [p["probabilities"] for p in predicted], atol=1e-5
+  )

@@ -186,3 +186,10 @@ def test_tiny_run_end_to_end_and_predict_round_trip(tmp_path, capsys):
   argv += ["--max-seq-length", "16"]
   assert cli.main(argv) == 0
   assert out_hf.read_text() == out_txt.read_text()
+  # So does the jax.export artifact, which keeps the length.
+  exported = tmp_path / "exported"
+  assert cli.main(["export", "--model", str(work), "--out", str(exported)]) == 0
+  out_ex = tmp_path / "exported_out.conll"
+  argv = ["predict", "--model", str(exported), "--input", str(text), "--output", str(out_ex)]
+  assert cli.main(argv) == 0
+  assert out_ex.read_text() == out_txt.read_text()
