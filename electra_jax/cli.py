@@ -239,7 +239,8 @@ def _run_predict(args):
 def _add_export(sub):
   p = sub.add_parser(
     "export",
-    help="serialise a classifier with jax.export for serving without the training code",
+    help="serialise a classifier (or token-classification / multiple-choice model) with jax.export "
+    "for serving without the training code",
     description="Lower the jitted inference function (params, input_ids, attention_mask, "
     "token_type_ids) -> {logits, probabilities} with jax.export (symbolic batch dimension; symbolic "
     "sequence length up to --max-seq-length, so the loader pads to length buckets, or one fixed "
@@ -909,6 +910,7 @@ def main(argv: list[str] | None = None) -> int:
   from electra_jax import cpu_kernels
 
   cpu_kernels.enable()  # before any command traces the model
+  xla_env.enable_compilation_cache()  # before the first compilation
   try:
     with _progress_logs():
       result = args.func(args)
