@@ -65,6 +65,26 @@ def glue_ft(*extra, task="sst2"):
   return ["finetune", "--config", f"{FT}:task={task},size=tiny", "--workdir", "{wd}", *extra]
 
 
+def tc_ft(*extra, train="{tmp}/train.conll"):
+  """`electra-jax finetune` of token classification on `train` (a file the row creates)."""
+  tc = os.path.join(REPO, "experiments", "configs", "token_classification.py")
+  return ["finetune", "--config", f"{tc}:size=tiny", "--workdir", "{wd}", *extra] + (
+    [f"--config.train_file={train}"] if train else []
+  )
+
+
+def mc_ft(*extra, train="{tmp}/train.csv"):
+  """`electra-jax finetune` of multiple choice on `train` (a file the row creates)."""
+  mc = os.path.join(REPO, "experiments", "configs", "multiple_choice.py")
+  return ["finetune", "--config", f"{mc}:size=tiny", "--workdir", "{wd}", *extra] + (
+    [f"--config.train_file={train}"] if train else []
+  )
+
+
+CONLL = {"train.conll": "John B-PER\nlives O\n\nMary B-PER\n"}
+SWAG_HEADER = "sent1,sent2,ending0,ending1,ending2,ending3,label\n"
+SWAG = {"train.csv": SWAG_HEADER + "A man,He,runs,sits,eats,sleeps,0\n"}
+
 # (id, argv, files to create under tmp, expected piece of the message)
 ROWS = [
   # 1. The config string and overrides.
@@ -258,6 +278,50 @@ ROWS = [
   ("finetune-init-from-missing", ft("--config.init_from={tmp}/m"), {}, "--config.init_from: model"),
   ("glue-data-dir-missing", glue_ft("--config.data_dir={tmp}/g"), {}, "GLUE data_dir {tmp}/g"),
   (
+    "tc-train-file-unset",
+    tc_ft(train=""),
+    {},
+    "task=token_classification needs --config.train_file",
+  ),
+  (
+    "tc-train-file-missing",
+    tc_ft(),
+    {},
+    "--config.train_file: training file {tmp}/train.conll not",
+  ),
+  ("tc-glue-config", glue_ft(task="token_classification"), {}, "takes its own config: --config"),
+  (
+    "tc-conll-columns",
+    tc_ft(),
+    {"train.conll": "John B-PER\nlives\n"},
+    "{tmp}/train.conll:2: 1 column(s) where the file's first token line has 2",
+  ),
+  ("tc-conll-one-column", tc_ft(), {"train.conll": "John\n"}, "train.conll:1: one column"),
+  ("tc-tag-column", tc_ft("--config.tag_column=2"), CONLL, "tag_column=2 does not name a tag"),
+  ("tc-not-utf8", tc_ft(), {"train.conll": LATIN1_TEXT}, "train.conll is not UTF-8"),
+  ("tc-unseen-policy", tc_ft("--config.unseen_tags=drop"), CONLL, "unseen_tags='drop' is not one"),
+  (
+    "tc-unseen-dev-tag",
+    tc_ft("--config.dev_file={tmp}/dev.conll"),
+    {**CONLL, "dev.conll": "Paris B-LOC\n"},
+    "{tmp}/dev.conll:1: dev tag 'B-LOC' never occurs in the training file",
+  ),
+  ("mc-train-file-unset", mc_ft(train=""), {}, "task=multiple_choice needs --config.train_file"),
+  ("mc-column-missing", mc_ft("--config.prefix_column=intro"), SWAG, "no column(s) ['intro']"),
+  ("mc-one-ending", mc_ft("--config.ending_columns=ending0"), SWAG, "names 1 column(s)"),
+  (
+    "mc-label-not-a-choice",
+    mc_ft(),
+    {"train.csv": SWAG_HEADER + "A man,He,runs,sits,eats,sleeps,4\n"},
+    "train.csv:2: label '4' is not a choice index 0..3",
+  ),
+  (
+    "mc-row-fields",
+    mc_ft(),
+    {"train.csv": SWAG_HEADER + "A man,He,runs,sits,eats,0\n"},
+    "train.csv:2: expected 7 columns like the header, found 6",
+  ),
+  (
     "glue-train-file-missing",
     glue_ft("--config.data_dir={tmp}/glue"),
     {"glue/SST-2/": None},
@@ -344,7 +408,7 @@ def test_the_readers_report_non_utf8_the_same_way(tmp_path):
   """Every reader of user files names the file, byte, offset and line, and says to re-encode."""
   from electra_jax import predict_inputs, tokenization
   from electra_jax.input_pipeline import sources
-  from electra_jax.tasks import custom, glue, squad
+  from electra_jax.tasks import conll, custom, glue, multiple_choice, squad
 
   (tmp_path / "SST-2").mkdir()
   (tmp_path / "SST-2" / "train.tsv").write_bytes(b"sentence\tlabel\nbon caf\xe9\t1\n")
@@ -359,6 +423,10 @@ def test_the_readers_report_non_utf8_the_same_way(tmp_path):
     "predict csv": lambda: predict_inputs.read_input(tmp_path / "t.csv"),
     "vocab": lambda: tokenization.load_tokenizer(tmp_path / "vocab.txt"),
     "squad": lambda: squad.read_squad(tmp_path / "squad.json"),
+    "conll": lambda: conll.read_conll(tmp_path / "SST-2" / "train.tsv"),
+    "multiple choice": lambda: multiple_choice.read_questions(
+      str(tmp_path / "t.csv"), multiple_choice.Columns()
+    ),
     "text": lambda: list(sources.iter_file_lines([str(tmp_path / "t.csv")])),
   }
   for name, read in readers.items():

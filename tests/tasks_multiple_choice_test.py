@@ -114,31 +114,6 @@ def test_malformed_rows_are_one_line_errors(tmp_path, rows, header, message):
   assert message in str(e.value) and "\n" not in str(e.value)
 
 
-def test_bad_input_stops_finetune_before_anything_is_written(tmp_path, capsys):
-  train = _write_csv(tmp_path / "train.csv", _rows(4, 0))
-  bad = _write_csv(tmp_path / "dev.csv", [r[:-1] for r in _rows(2, 1)], HEADER[:-1])
-  conll_bad = tmp_path / "bad.conll"
-  conll_bad.write_text("John B-PER\nlives\n")
-  tc_config = os.path.join(REPO, "experiments", "configs", "token_classification.py")
-  cases = [
-    ([f"{CONFIG}:size=tiny", f"--config.train_file={train}", f"--config.dev_file={bad}"],
-     "dev.csv: no column(s) ['label']"),
-    ([f"{CONFIG}:size=tiny", f"--config.train_file={train}", "--config.ending_columns=ending0"],
-     "names 1 column(s)"),
-    ([f"{tc_config}:size=tiny", f"--config.train_file={conll_bad}"],
-     "bad.conll:2: 1 column(s) where the file's first token line has 2"),
-    ([f"{tc_config}:size=tiny", f"--config.train_file={train}", "--config.unseen_tags=drop"],
-     "--config.unseen_tags='drop' is not one of error, keep"),
-  ]  # fmt: skip
-  before = sorted(os.listdir(tmp_path))
-  for (config, *overrides), message in cases:
-    argv = ["finetune", "--config", config, "--workdir", str(tmp_path / "wd"), *overrides]
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0], err
-    assert sorted(os.listdir(tmp_path)) == before
-
-
 def test_tiny_run_end_to_end_and_predict_round_trip(tmp_path, capsys):
   train = _write_csv(tmp_path / "train.csv", _rows(32, 0))
   dev = _write_csv(tmp_path / "dev.csv", _rows(12, 1))
