@@ -20,16 +20,49 @@ BUNDLED_VOCAB = os.path.join(SAMPLE_DATA, "vocab.txt")
 DEFAULT_GLUE_DIR = os.path.join(
   os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "glue_data"
 )
-COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")
+# `auto` computes in bfloat16 on these backends (params, optimizer state,
+# softmax and LayerNorm statistics and the losses stay float32), in float32
+# elsewhere: XLA:CPU runs bfloat16 matmuls slower than float32
+# (experiments/benchmarks/README.md).
+BFLOAT16_BACKENDS = ("gpu", "cuda", "rocm", "tpu")
+
+
+def resolve_compute_dtype(name: str, backend: str | None = None) -> str:
+  """`name` with `auto` replaced by `bfloat16` on GPU/TPU and `float32` elsewhere.
+
+  Args:
+    name: one of `COMPUTE_DTYPES`.
+    backend: the JAX backend (`jax.default_backend()` when None).
+  """
+  if name not in COMPUTE_DTYPES:
+    raise ElectraError(f"compute_dtype {name!r} is not one of {', '.join(COMPUTE_DTYPES)}")
+  if name != "auto":
+    return name
+  if backend is None:
+    import jax
+
+    backend = jax.default_backend()
+  return "bfloat16" if backend in BFLOAT16_BACKENDS else "float32"
 
 
 def compute_dtype(name: str):
-  """The jnp dtype called `name` (`--config.compute_dtype`), one of `COMPUTE_DTYPES`."""
-  if name not in COMPUTE_DTYPES:
-    raise ElectraError(f"compute_dtype {name!r} is not one of {', '.join(COMPUTE_DTYPES)}")
+  """The jnp dtype for `--config.compute_dtype` (one of `COMPUTE_DTYPES`; `auto` resolved)."""
+  resolved = resolve_compute_dtype(name)
   import jax.numpy as jnp  # here, not at the top: `validate` imports this module without jax
 
-  return getattr(jnp, name)
+  return getattr(jnp, resolved)
+
+
+def with_resolved_compute_dtype(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of `cfg` whose `compute_dtype` is concrete (`auto` resolved for this backend).
+
+  Jobs record this copy in `run_config.json`, so a run resumed on another kind
+  of device, where `auto` means another dtype, is seen as a changed config.
+  """
+  resolved = cfg.copy_and_resolve_references()
+  resolved.compute_dtype = resolve_compute_dtype(str(cfg.compute_dtype))
+  return resolved
 
 
 def resolve_tokenizer(cfg: ml_collections.ConfigDict):

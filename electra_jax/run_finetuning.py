@@ -232,6 +232,7 @@ def run(
     `complete`, or `stopped` (with `stopped`, `seed` and `step`).
   """
   validate.check_finetune_config(cfg, workdir)  # before anything is created or compiled
+  cfg = job_setup.with_resolved_compute_dtype(cfg)  # recorded concrete: `auto` depends on the device
   config = cfg.to_dict()
   seeds = [int(cfg.seed) + k for k in range(int(cfg.seeds))]
   changed = workdir_lib.check_config(workdir, config, resuming=_has_progress(workdir))

@@ -222,6 +222,7 @@ def run(
   """
   validate.check_pretrain_config(cfg, workdir)  # before anything is created or compiled
   sharding.maybe_initialize_distributed(cfg)
+  cfg = job_setup.with_resolved_compute_dtype(cfg)  # recorded concrete: `auto` depends on the device
   config = cfg.to_dict()
   changed = workdir_lib.check_config(workdir, config, resuming=workdir_lib.has_checkpoint(workdir))
   done = _finished(workdir, changed)

@@ -116,5 +116,5 @@ def get_config(arg=None):
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
   c.sharding_rules = "dp"
-  c.compute_dtype = "float32"
+  c.compute_dtype = "auto"  # bfloat16 on GPU/TPU, float32 on CPU (params stay float32)
   return c

@@ -110,7 +110,9 @@ def get_config(arg=None):
   c.num_processes = 0
   c.process_id = -1
 
-  c.compute_dtype = "float32"  # or bfloat16 (params and optimizer state stay float32)
+  # auto: bfloat16 on GPU/TPU, float32 on CPU; or float32 / bfloat16 / float16 (params,
+  # optimizer state, softmax and LayerNorm statistics stay float32).
+  c.compute_dtype = "auto"
   c.remat = False
   c.scan_layers = False
 
