@@ -34,7 +34,13 @@ equivalents: SST-2 2,000 × 3 epochs, CoLA 2,000 × 3, MRPC 1,000 × 2 orders ×
 RTE 600 × 10 at length 128) at ≈ 350 examples/s ≈ 21 min, plus 15 compilations and the dev evaluations ≈ 60 min in
 all. Hidden 128 × 4 layers (half ELECTRA-Small's width, a third of its depth, its embedding size 128) is the
 largest encoder for which both pretrainings see the ~1.9 M-token corpus about twice within that share; a smaller
-one (64 × 2) was measured in 1b/1d not to beat training from scratch after 300–600 steps."""
+one (64 × 2) was measured in 1b/1d not to beat training from scratch after 300–600 steps.
+
+Learning rate: the first full run used peak LR 5e-4 (the `tiny` preset's, batch 32, 90 warmup steps). Its
+discriminator learnt for ~100 steps (step 100: loss 0.35, replaced recall 0.21) and then sat at the base rate from
+step 150 to 400 (loss 0.407 = the entropy of the 14.7 % replaced labels, recall 0.006; generator loss 6.9 → 6.5),
+the same pattern as the 128-wide collapse in experiments/results/README.md 1d; it was stopped at step 400 and the
+default became 2.5e-4 (peak LR halved for the doubled width), for both models."""
 
 # The paper's numbers the run is compared with (Clark et al., 2020, Table 1; GLUE dev).
 PAPER = {"electra_small": 79.9, "bert_small": 75.1}
