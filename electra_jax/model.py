@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from electra_jax import cpu_kernels
+from electra_jax import attention, cpu_kernels
 from electra_jax.config import ElectraConfig
 from electra_jax.heads import HEADS as HEAD_REGISTRY
 from electra_jax.heads import check_head
@@ -175,12 +175,21 @@ class ElectraSelfAttention(nn.Module):
       return y.reshape(b, length, heads, head_dim)
 
     q, k, v = project("query"), project("key"), project("value")
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(self.dtype)
-    # Softmax in float32 whatever the compute dtype: bf16 softmax loses mass.
-    scores = scores.astype(jnp.float32) + mask_bias
-    probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-    probs = nn.Dropout(c.attention_probs_dropout_prob)(probs, deterministic=deterministic)
-    context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+    # einsum (the reference, with dropout), or a fused kernel where one can run (attention.py).
+    implementation = attention.select(
+      attention.requested(),
+      platform=jax.default_backend(),
+      dtype=self.dtype,
+      dropout_active=not deterministic and c.attention_probs_dropout_prob > 0,
+      head_dim=head_dim,
+    )
+    context = None
+    if implementation != "einsum":
+      context = attention.fused(q, k, v, mask_bias, implementation)
+    if context is None:
+      probs = attention.scores_softmax(q, k, mask_bias, self.dtype)
+      probs = nn.Dropout(c.attention_probs_dropout_prob)(probs, deterministic=deterministic)
+      context = attention.weighted_values(probs, v)
     return context.reshape(b, length, heads * head_dim)
 
 
