@@ -293,7 +293,7 @@ class JaxRunner:
     import jax
     import jaxlib
 
-    from electra_jax import cpu_kernels
+    from electra_jax import cpu_kernels, job_setup
 
     device = jax.devices()[0]
     return {
@@ -304,7 +304,8 @@ class JaxRunner:
       "flax": flax.__version__,
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "cpu_kernels": cpu_kernels.enabled(),
-      "compute_dtype": str(self.cfg.compute_dtype),
+      # `auto` resolved (bfloat16 on GPU/TPU): the MFU peak depends on it.
+      "compute_dtype": job_setup.resolve_compute_dtype(str(self.cfg.compute_dtype)),
     }
 
 
