@@ -215,12 +215,15 @@ def test_hf_head_loss_is_the_mean_of_start_and_end_cross_entropy(tmp_path, tiny_
     return -logp[np.arange(len(gold)), gold]
 
   per_example = (ce(start, batch["start_positions"]) + ce(end, batch["end_positions"])) / 2
+  # recipe=official with a HF-headed model (an init_from QA checkpoint keeps its head):
+  # the HF loss, summed as the recipe says, and the HF head's null threshold.
   for recipe, want in (("standard", per_example.mean()), ("official", per_example.sum())):
-    cfg = _cfg("version=1.1,size=tiny", train_file=train, recipe=recipe, head="hf")
+    cfg = _cfg("version=2.0,size=tiny", train_file=train, recipe=recipe)
     adapter = squad_adapter.squad_adapter(cfg, recipes.resolve(cfg))
     loss_fn = jax.jit(adapter.loss_fn(model, None), static_argnums=3)
     loss, _ = loss_fn(params, batch, jax.random.PRNGKey(1), True)
     np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+    assert adapter.na_threshold == 0.0 and not adapter.official
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,7 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Mapping
 
 import jax.numpy as jnp
 import ml_collections
@@ -94,6 +95,9 @@ class SquadAdapter(adapters.TaskAdapter):
   def __post_init__(self):
     self._features: dict[str, squad.SquadFeatures] = {}
     self.dropped: list[str] = []  # training question ids whose answer covers no token
+    # The head of the model being trained: the recipe's, unless `init_from` is a
+    # QA model with the other head, which keeps its own (see `kept_heads`).
+    self._head_in_use: str | None = None
 
   @property
   def v2(self) -> bool:
@@ -101,7 +105,7 @@ class SquadAdapter(adapters.TaskAdapter):
 
   @property
   def official(self) -> bool:
-    return self.recipe["head"] == "official"
+    return (self._head_in_use or self.recipe["head"]) == "official"
 
   @property
   def head(self) -> str:
@@ -114,7 +118,9 @@ class SquadAdapter(adapters.TaskAdapter):
   @property
   def na_threshold(self) -> float:
     value = self.options.get("na_threshold")
-    return DEFAULT_NA_THRESHOLDS[self.recipe["head"]] if value is None else float(value)
+    if value is not None:
+      return float(value)
+    return DEFAULT_NA_THRESHOLDS["official" if self.official else "hf"]
 
   def kept_heads(self):
     return tuple(HEAD_NAMES.values())
@@ -159,7 +165,8 @@ class SquadAdapter(adapters.TaskAdapter):
       raise ElectraError("class_weights do not apply to SQuAD")
     reduction = self.recipe["loss_reduction"]
     reduce = jnp.sum if reduction == "sum" else jnp.mean
-    official = self.official
+    official = type(model).__name__ == "ElectraForQuestionAnsweringOfficial"
+    self._head_in_use = "official" if official else "hf"
 
     def loss_fn(params, batch, rng, deterministic):
       starts, ends = batch["start_positions"], batch["end_positions"]
@@ -195,7 +202,7 @@ class SquadAdapter(adapters.TaskAdapter):
   def predictions(self, outputs, split):
     examples, feats = self.splits[split], self._features[split]
     n_best, max_len = int(self.options["n_best_size"]), int(self.options["max_answer_length"])
-    if self.official:
+    if isinstance(outputs, Mapping):  # the official head's beams
       from electra_jax import qa_official
 
       answers, null_odds = qa_official.postprocess_official(
