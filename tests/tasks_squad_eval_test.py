@@ -143,3 +143,34 @@ def test_shared_v11_dev_gold_scores_100(shared_data, tmp_path, capsys):
   preds.write_text(json.dumps({ex.qas_id: ex.answers[0][0] for ex in examples}))
   assert cli.main(["squad-eval", str(path), str(preds)]) == 0
   assert json.loads(capsys.readouterr().out) == {"exact_match": 100.0, "f1": 100.0}
+
+
+def test_shared_dev_as_a_squad2_file_gold_scores_100(shared_data, tmp_path):
+  """dev-v1.1 with every third question made unanswerable: gold answers ("" for those) score 100."""
+  path = shared_data / "squad" / "dev-v1.1.json"
+  if not path.exists():
+    pytest.skip(f"{path} not found")
+  blob = json.load(open(path))
+  n = 0
+  for article in blob["data"]:
+    for paragraph in article["paragraphs"]:
+      for qa in paragraph["qas"]:
+        qa["is_impossible"] = n % 3 == 0
+        if qa["is_impossible"]:
+          qa["answers"] = []
+        n += 1
+  v2 = tmp_path / "dev-v2-style.json"
+  v2.write_text(json.dumps(blob))
+  examples = squad.read_squad(v2)
+  gold = {ex.qas_id: ex.answers[0][0] if ex.answers else "" for ex in examples}
+  m = squad_eval.evaluate_v2(examples, gold).metrics
+  assert m["NoAns_total"] == len(examples[::3]) and m["HasAns_total"] == len(examples) - len(
+    examples[::3]
+  )
+  assert m["exact"] == m["f1"] == m["HasAns_exact"] == m["NoAns_f1"] == 100.0
+  # As ELECTRA writes them: a span for every question, "no answer" carried by the null odds.
+  spans = {q: a or "some span" for q, a in gold.items()}
+  odds = {q: (5.0 if not a else -5.0) for q, a in gold.items()}
+  m = squad_eval.evaluate_v2(examples, spans, odds, na_prob_thresh=0.0).metrics
+  assert m["exact"] == m["f1"] == m["best_exact"] == m["best_f1"] == 100.0
+  assert squad_eval.evaluate_v2(examples, spans).metrics["NoAns_exact"] == 0.0
