@@ -153,3 +153,27 @@ def test_tiny_run_end_to_end_and_predict_round_trip(tmp_path, capsys):
   np.testing.assert_allclose(
     [p["probabilities"] for p in from_export], [p["probabilities"] for p in predicted], atol=1e-5
   )
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_loss_is_cross_entropy_over_choices(tiny_config, reduction):
+  import jax
+
+  from electra_jax import model as model_lib
+
+  model = model_lib.build_model(tiny_config, "multiple_choice")
+  params = model_lib.init_params(model, jax.random.key(0))
+  rng = np.random.RandomState(0)
+  ids = rng.randint(5, tiny_config.vocab_size, (3, 4, 8)).astype(np.int32)
+  batch = {
+    "input_ids": ids,
+    "input_mask": np.ones_like(ids),
+    "segment_ids": np.zeros_like(ids),
+    "labels": np.array([0, 3, 1], np.int32),
+  }
+  adapter = mc.MultipleChoiceAdapter(mc.Columns(), {}, (), (), {"loss_reduction": reduction}, "")
+  loss, _ = adapter.loss_fn(model, None)(params, batch, jax.random.key(1), True)
+  logits = np.asarray(model.apply({"params": params}, ids), np.float64)
+  per_question = np.log(np.exp(logits).sum(-1)) - logits[np.arange(3), batch["labels"]]
+  expected = per_question.sum() if reduction == "sum" else per_question.mean()
+  assert float(loss) == pytest.approx(expected, rel=1e-5)

@@ -193,3 +193,34 @@ def test_tiny_run_end_to_end_and_predict_round_trip(tmp_path, capsys):
   argv = ["predict", "--model", str(exported), "--input", str(text), "--output", str(out_ex)]
   assert cli.main(argv) == 0
   assert out_ex.read_text() == out_txt.read_text()
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_loss_is_cross_entropy_of_first_pieces(tiny_config, reduction):
+  import jax
+
+  from electra_jax import model as model_lib
+
+  model = model_lib.build_model(tiny_config, "token_classification", num_labels=3)
+  params = model_lib.init_params(model, jax.random.key(0))
+  rng = np.random.RandomState(0)
+  ids = rng.randint(5, tiny_config.vocab_size, (4, 8)).astype(np.int32)
+  labels = np.where(rng.rand(4, 8) < 0.5, rng.randint(0, 3, (4, 8)), -1).astype(np.int32)
+  batch = {
+    "input_ids": ids,
+    "input_mask": np.ones_like(ids),
+    "segment_ids": np.zeros_like(ids),
+    "labels": labels,
+  }
+  adapter = tc.TokenClassificationAdapter(
+    ["a", "b", "c"], {}, (), (), {"loss_reduction": reduction}, ""
+  )
+  loss, metrics = adapter.loss_fn(model, None)(params, batch, jax.random.key(1), True)
+  logits = np.asarray(model.apply({"params": params}, ids), np.float64)
+  log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  rows, cols = np.nonzero(labels >= 0)
+  per_word = -log_probs[rows, cols, labels[rows, cols]]
+  expected = per_word.sum() if reduction == "sum" else per_word.mean()
+  assert float(loss) == pytest.approx(expected, rel=1e-5)
+  correct = logits[rows, cols].argmax(-1) == labels[rows, cols]
+  assert float(metrics["accuracy"]) == pytest.approx(correct.mean())
