@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from electra_jax import hf_files, predict, predict_tasks, serving, trees
+from electra_jax import hf_files, predict, predict_qa, predict_tasks, serving, trees
 from electra_jax.errors import ElectraError
 
 DEFAULT_PLATFORMS = ("cpu",)
@@ -58,7 +58,10 @@ def export_model(
   The latter two record their `head` in `serving_config.json` (multiple choice
   also `num_choices`, a fixed axis of its inputs: the stored one, else the
   number of ending columns, else SWAG's 4, and the input columns);
-  `electra-jax predict` runs them through `predict_tasks.load`.
+  `electra-jax predict` runs them through `predict_tasks.load`. A
+  question-answering model exports its named outputs (`start_logits`,
+  `end_logits`, or the official head's beams, which need `fixed_length`) with
+  its SQuAD options; `predict_qa` serves it.
 
   Args:
     model: checkpoint directory or fine-tuning workdir (as for predict).
@@ -92,6 +95,8 @@ def export_model(
   head = predict_tasks.model_head(path)
   if head in predict_tasks.HEADS:  # token classification, multiple choice
     clf, head_config = _task_model(path, head, max_seq_length)
+  elif head in predict_qa.HEADS:  # question answering: the SQuAD options go with it
+    clf, head_config = predict_qa.export_parts(path, head, max_seq_length, fixed_length)
   else:
     clf, head_config = predict.load_classifier(path, max_seq_length), {}
   flat = _flat_params(clf.params)
@@ -139,7 +144,7 @@ def _task_model(path: str, head: str, max_seq_length: int | None):
   clf = predict.Classifier(
     model, params, model.config, len(labels), labels, extra.get("task"), (), length, path
   )
-  return clf, {"head": head}
+  return clf, {"head": head, "tag_column": int(extra.get("tag_column", -1))}
 
 
 def _serialized_export(
@@ -162,6 +167,8 @@ def _serialized_export(
       token_type_ids=token_type_ids,
       deterministic=True,
     )
+    if isinstance(logits, tuple | dict):  # a QA head: start/end logits, or the official beams
+      return dict(logits._asdict()) if isinstance(logits, tuple) else dict(logits)
     outputs = {"logits": logits}
     if num_labels > 1:
       outputs["probabilities"] = jax.nn.softmax(logits, axis=-1)

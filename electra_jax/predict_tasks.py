@@ -8,7 +8,8 @@ directory).
 Token classification — input by extension (or `--format`):
   - `.txt`: one sentence per line, words split on whitespace;
   - `.conll` / `.iob` / `.bio` (or `--format conll`): CoNLL columns (word
-    first; a tag in the last column is the gold tag, read with `--eval`).
+    first; the gold tag, read with `--eval`, in the column the model was
+    trained with: the last unless its `tag_column` said otherwise).
   Output: CoNLL, `word predicted` per line (`word gold predicted` for a
   tagged input), a blank line after each sentence; a sentence longer than
   the model's length is split into windows as in training, so every word
@@ -61,6 +62,17 @@ def model_head(path: str) -> str | None:
       return convert.detect_head(json.load(f))
   except (OSError, json.JSONDecodeError, ElectraError):
     return None
+
+
+def _stored_extra(path: str) -> dict:
+  """What an electra-jax checkpoint or export records (cheap: no weights read); {} otherwise."""
+  from electra_jax import pretrained, serving
+
+  if pretrained.is_checkpoint_dir(path):
+    return dict(pretrained.read_checkpoint_meta(path).get("extra") or {})
+  if serving.is_export_dir(path):
+    return serving.read_serving_config(path)
+  return {}
 
 
 class Loaded(NamedTuple):
@@ -171,7 +183,8 @@ def predict_tags(path, input_path, output_path, *, batch_size, max_seq_length, f
       raise ElectraError("--eval needs gold tags: give a CoNLL file (--format conll)")
     sentences = conll.read_text(input_path)
   else:
-    sentences = conll.read_conll(input_path, require_tags=evaluate)
+    column = int(_stored_extra(path).get("tag_column", -1))
+    sentences = conll.read_conll(input_path, column, require_tags=evaluate)
   model = load(path, max_seq_length)
   length = model.max_seq_length
   labels = label_list(model.extra, model.num_labels)

@@ -1,6 +1,7 @@
 """predict for token-classification / multiple-choice models: input errors come before the model loads."""
 
 import io
+import json
 
 import pytest
 
@@ -50,3 +51,19 @@ def test_label_list_prefers_the_stored_map():
   assert predict_tasks.label_list({}, 2) == ["LABEL_0", "LABEL_1"]
   with pytest.raises(ElectraError, match="2 labels but its label map 3"):
     predict_tasks.label_list({"label_map": ["a", "b", "c"]}, 2)
+
+
+def test_gold_tags_come_from_the_column_the_model_was_trained_with(tmp_path):
+  from electra_jax import serving
+
+  model = tmp_path / "no_model"  # an export directory whose function is never reached
+  model.mkdir()
+  (model / serving.EXPORT_FILE).write_bytes(b"")
+  config = {"format": serving.EXPORT_FORMAT, "version": serving.EXPORT_VERSION, "num_labels": 2}
+  config.update(max_seq_length=8, head="token_classification", tag_column=2)
+  (model / serving.SERVING_CONFIG).write_text(json.dumps(config))
+  assert predict_tasks.model_head(str(model)) == "token_classification"
+  with pytest.raises(ElectraError, match="tag_column=2 does not name a tag column"):
+    _predict(tmp_path, "in.conll", "John B-PER\n", evaluate=True)
+  with pytest.raises(ElectraError, match="cannot deserialize"):  # column 2 exists: read, then load
+    _predict(tmp_path, "in.conll", "John NNP B-PER\n", evaluate=True)

@@ -194,6 +194,7 @@ class TokenClassificationAdapter(adapters.TaskAdapter):
   unseen: dict[str, int] = dataclasses.field(default_factory=dict)
   stats: dict[str, WordPieceStats] = dataclasses.field(default_factory=dict)
   max_seq_length: int = 0
+  tag_column: int = -1
   features: dict = dataclasses.field(default_factory=dict)  # split → rows, set by `featurize`
 
   name = "token_classification"
@@ -286,6 +287,7 @@ class TokenClassificationAdapter(adapters.TaskAdapter):
       "task": self.name,
       "label_map": list(self.label_list),
       "id2label": {str(i): t for i, t in enumerate(self.label_list)},
+      "tag_column": self.tag_column,  # where predict --eval finds gold tags
     }
 
 
@@ -340,6 +342,7 @@ def token_classification_adapter(
     recipe=recipe,
     source=os.path.abspath(cfg.train_file),
     unseen=unseen,
+    tag_column=column,
   )
 
 
