@@ -61,7 +61,7 @@ _NOT_APPLICABLE = ("double_unordered", "scale_regression")
 
 @dataclasses.dataclass
 class WordPieceStats:
-  """What featurisation had to do to long inputs (logged, and kept in results)."""
+  """What featurisation had to do to long inputs (in the job's log line, `describe`)."""
 
   split_sentences: int = 0
   windows: int = 0
