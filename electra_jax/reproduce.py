@@ -460,6 +460,7 @@ def run(
       "argv": argv or [],
       "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "load_average": _loadavg(),
+      "commit": commit(),
     }
   )
   record.save()

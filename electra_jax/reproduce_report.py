@@ -228,6 +228,16 @@ PAPER_FLOPS = {
 }  # official MODEL_FLOPS
 
 
+def _invocation_outcome(i: dict) -> str:
+  if i.get("report_only"):
+    return "this report only (ran nothing)"
+  if i.get("stopped"):
+    return f"stopped: {i['stopped']}"
+  if i.get("seconds"):
+    return f"finished in {_minutes(i['seconds'])}"
+  return "unfinished when this report was written (still running, or killed)"
+
+
 def _fmt_flops(x: float) -> str:
   return f"{x:.3g}"
 
@@ -399,17 +409,24 @@ def write(
     lines.append(
       f"- invocation {k + 1}: started {i.get('started')}, load average at start {i.get('load_average')},"
       f" at end {i.get('load_average_end', '–')},"
-      f" {_minutes(i.get('seconds')) if i.get('seconds') else ('this report only' if i.get('report_only') else 'stopped')}"
-      + (f"; stopped: {i['stopped']}" if i.get("stopped") else "")
+      f" {_invocation_outcome(i)}" + (f"; commit {i['commit']}" if i.get("commit") else "")
     )
+  runs = [i for i in inv if not i.get("report_only")]
+  commits = sorted({i["commit"] for i in runs if i.get("commit")})
   lines += [
     "",
-    f"Machine: {reproduce.machine()}. Commit: `{reproduce.commit()}`.",
+    f"Machine: {reproduce.machine()}. Commit of the stages: "
+    + (
+      ", ".join(f"`{c}`" for c in commits)
+      if commits
+      else f"`{reproduce.commit()}` (of this report)"
+    )
+    + ".",
     "",
     "## Commands",
     "",
     "```bash",
-    " ".join(inv[-1].get("argv", [])) if inv else "",
+    " ".join(runs[-1].get("argv", [])) if runs else "",
     "```",
     "",
     "runs these stages (each resumable on its own; the same overrides):",
