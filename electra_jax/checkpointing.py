@@ -80,3 +80,50 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def saved_steps(directory: str) -> list[int]:
+  """The steps saved under `directory` (a run's `WORKDIR/checkpoints`), ascending."""
+  if not os.path.isdir(directory):
+    return []
+  manager = ocp.CheckpointManager(
+    os.path.abspath(directory), options=ocp.CheckpointManagerOptions(create=False)
+  )
+  try:
+    return sorted(manager.all_steps())
+  finally:
+    manager.close()
+
+
+def restore_params(directory: str, step: int) -> Any:
+  """The params of the train state saved at `step` under `directory`.
+
+  For looking at a run as it went (e.g. the discriminator at several
+  pretraining steps): no model, optimizer or mesh is needed, the arrays come
+  back on the default device as they were saved. Resuming a run is
+  `train_loop`'s job, not this.
+
+  Args:
+    directory: a run's `WORKDIR/checkpoints`.
+    step: one of `saved_steps(directory)`.
+
+  Returns:
+    The unboxed params pytree (for pretraining, `{embeddings, generator,
+    discriminator}` of `pretraining.ElectraRTD`).
+
+  Raises:
+    ElectraError: no checkpoint at `step`.
+  """
+  steps = saved_steps(directory)
+  if step not in steps:
+    raise ElectraError(f"no checkpoint at step {step} in {directory}; saved steps: {steps}")
+  manager = ocp.CheckpointManager(
+    os.path.abspath(directory),
+    options=ocp.CheckpointManagerOptions(create=False),
+    item_names=("state", "data"),
+  )
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  finally:
+    manager.close()
+  return restored["state"]["params"]

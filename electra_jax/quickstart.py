@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import time
 
 from electra_jax import experiment, validate
@@ -18,9 +19,8 @@ from electra_jax.job_setup import SAMPLE_DATA
 
 log = logging.getLogger(__name__)
 
-_REPO_CONFIGS = os.path.join(
-  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "configs"
-)
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPO_CONFIGS = os.path.join(_REPO, "experiments", "configs")
 
 EXAMPLE_SENTENCES = (
   "a gorgeous , witty , seductive movie .",
@@ -124,7 +124,25 @@ def run(
   with open(os.path.join(workdir, "quickstart.json"), "w", encoding="utf-8") as f:
     json.dump(summary, f, indent=2, default=str)
   log.info(f"quickstart finished in {summary['seconds']} s; outputs in {workdir}")
+  log.info(
+    "look closer (after `pip install -e '.[notebooks]'`): the notebooks, and this run's TensorBoard logs"
+  )
+  for command in look_commands(workdir):
+    log.info(f"  {command}")
   return summary
+
+
+def look_commands(workdir: str) -> list[str]:
+  """The commands that open the notebooks and show `workdir`'s TensorBoard logs.
+
+  Pretraining writes its event files to `pretrain/tensorboard`, fine-tuning to
+  `finetune/seed_K/tensorboard`; TensorBoard finds both under `workdir`.
+  """
+  notebooks = os.path.relpath(os.path.join(_REPO, "notebooks"))
+  return [
+    f"jupyter lab {shlex.quote(notebooks + os.sep)}",
+    f"tensorboard --logdir {shlex.quote(workdir)}",
+  ]
 
 
 def _fmt(metrics: dict) -> str:

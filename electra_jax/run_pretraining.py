@@ -34,8 +34,13 @@ def _is_prepared(path: str) -> bool:
   return os.path.isfile(os.path.join(path, "manifest.json"))
 
 
-def resolve_data(cfg: ml_collections.ConfigDict, workdir: str, tokenizer) -> str:
-  """Returns a prepared dataset directory, preparing raw text into WORKDIR/data if needed."""
+def resolve_data(
+  cfg: ml_collections.ConfigDict, workdir: str, tokenizer, *, progress: bool = True
+) -> str:
+  """Returns a prepared dataset directory, preparing raw text into WORKDIR/data if needed.
+
+  `progress`: show the preparation's progress bar and summary line.
+  """
   from electra_jax.input_pipeline import prepare
 
   if not cfg.data:
@@ -60,6 +65,7 @@ def resolve_data(cfg: ml_collections.ConfigDict, workdir: str, tokenizer) -> str
       out,
       seed=int(cfg.seed),
       max_position_embeddings=int(cfg.model.max_position_embeddings),
+      progress=progress,
     )
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
@@ -222,7 +228,9 @@ def run(
   """
   validate.check_pretrain_config(cfg, workdir)  # before anything is created or compiled
   sharding.maybe_initialize_distributed(cfg)
-  cfg = job_setup.with_resolved_compute_dtype(cfg)  # recorded concrete: `auto` depends on the device
+  cfg = job_setup.with_resolved_compute_dtype(
+    cfg
+  )  # recorded concrete: `auto` depends on the device
   config = cfg.to_dict()
   changed = workdir_lib.check_config(workdir, config, resuming=workdir_lib.has_checkpoint(workdir))
   done = _finished(workdir, changed)
@@ -230,7 +238,7 @@ def run(
     return done
   tokenizer = job_setup.resolve_tokenizer(cfg)
   disc_config = model_configs(cfg, tokenizer)
-  data_dir = _prepare_workdir(cfg, workdir, tokenizer, config, changed)
+  data_dir = _prepare_workdir(cfg, workdir, tokenizer, config, changed, progress=progress)
   accum = int(cfg.grad_accum_steps)
   dataset, micro_batch = _make_dataset(cfg, data_dir, tokenizer, disc_config)
 
@@ -290,12 +298,14 @@ def run(
   return results
 
 
-def _prepare_workdir(cfg, workdir: str, tokenizer, config: dict, changed: list[str]) -> str:
+def _prepare_workdir(
+  cfg, workdir: str, tokenizer, config: dict, changed: list[str], *, progress: bool
+) -> str:
   """The prepared data directory; the workdir then exists and records the config."""
   new_workdir = not os.path.exists(workdir)
   os.makedirs(workdir, exist_ok=True)
   try:
-    data_dir = resolve_data(cfg, workdir, tokenizer)
+    data_dir = resolve_data(cfg, workdir, tokenizer, progress=progress)
   except ElectraError:
     if new_workdir:  # bad raw text: leave nothing behind
       shutil.rmtree(workdir, ignore_errors=True)
