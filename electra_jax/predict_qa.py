@@ -17,8 +17,11 @@ model was fine-tuned with (doc stride, question length, answer length,
 n-best; the official defaults for a HF directory). With `--eval` the input's
 answers are scored with the official script of the model's version.
 
-`electra-jax export` serves sequence classifiers only; a QA model with HF's
-head exports to HF with `electra-jax convert --to-hf`.
+`electra-jax export` writes a QA model's `jax.export` artifact (`export_parts`:
+its named outputs and the options above in `serving_config.json`; the
+official head's beam search needs `--fixed-length`), which `predict` serves
+like a checkpoint; a QA model with HF's head also exports to HF with
+`electra-jax convert --to-hf`.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from electra_jax import fileio
 from electra_jax.errors import ElectraError
@@ -41,6 +46,83 @@ DEFAULT_OPTIONS = {
   "max_answer_length": 30,
   "n_best_size": 20,
 }
+
+
+class ExportParts(NamedTuple):
+  """What `export.export_model` reads of a model (the fields of `predict.Classifier` it uses)."""
+
+  model: Any
+  params: Any
+  num_labels: int
+  label_map: None
+  task: str
+  text_columns: tuple
+  max_seq_length: int
+  regression_range: None = None
+
+
+def export_parts(path: str, head: str, max_seq_length: int | None, fixed_length: bool):
+  """`(model parts, serving-config additions)` for exporting the QA model at `path`.
+
+  Raises:
+    ElectraError: the official head without `fixed_length` (its beam width
+      `min(beam_size, length)` must be a number when exported).
+  """
+  if head == "question_answering_official" and not fixed_length:
+    raise ElectraError(
+      "the official QA head's beam search needs a static length: export it with --fixed-length"
+    )
+  model, params, _, extra, length = _load(path, head, max_seq_length)
+  parts = ExportParts(model, params, 2, None, str(extra.get("task", "squad")), (), length)
+  options = {k: int(extra.get(k, v)) for k, v in DEFAULT_OPTIONS.items()}
+  outputs = (
+    ["start_logits", "end_logits"]
+    if head == "question_answering"
+    else [
+      "start_top_log_probs",
+      "start_top_index",
+      "end_top_log_probs",
+      "end_top_index",
+      "answerable_logit",
+    ]
+  )
+  config = {
+    "head": head,
+    "outputs": outputs,
+    "squad_version": str(extra.get("squad_version", "1.1")),
+    "na_threshold": extra.get("na_threshold"),
+    **options,
+  }
+  return parts, config
+
+
+def _load_export(path: str, max_seq_length: int | None):
+  """`(call, tokenizer, extra, length)` of an `electra-jax export` directory of a QA model."""
+  from electra_jax import serving, tokenization
+
+  call, cfg = serving.load_exported_call(path)
+  length = cfg["max_seq_length"]
+  if max_seq_length and (max_seq_length > length or cfg.get("fixed_length")):
+    raise ElectraError(
+      f"{path} was exported for {'exactly' if cfg.get('fixed_length') else 'at most'} {length} "
+      "tokens: drop --max-seq-length or re-export with the length you want"
+    )
+  return call, tokenization.load_tokenizer(path), cfg, max_seq_length or length
+
+
+def _run_export(call, features: dict, batch_size: int) -> dict:
+  """The exported function over `features`, in fixed-size padded batches."""
+  keys = ("input_ids", "input_mask", "segment_ids")
+  n = len(features["input_ids"])
+  size = min(batch_size, n)
+  out = []
+  for start in range(0, n, size):
+    chunk = [features[k][start : start + size] for k in keys]
+    m = len(chunk[0])
+    pad = [(0, size - m), (0, 0)]
+    outputs = call(*[np.pad(v, pad) for v in chunk])
+    out.append({k: np.asarray(v)[:m] for k, v in outputs.items()})
+  return {k: np.concatenate([o[k] for o in out]) for k in out[0]}
 
 
 def _load(path: str, head: str, max_seq_length: int | None):
@@ -115,12 +197,21 @@ def predict_file(
   examples = squad.read_squad(input_path, labeled=evaluate)
   if not examples:
     raise ElectraError(f"{input_path} has no questions")
-  model, params, tokenizer, extra, length = _load(path, head, max_seq_length)
+  from electra_jax import serving
+
+  exported = serving.is_export_dir(path)
+  if exported:
+    call, tokenizer, extra, length = _load_export(path, max_seq_length)
+  else:
+    model, params, tokenizer, extra, length = _load(path, head, max_seq_length)
   adapter = _adapter(head, examples, extra)
   started = time.time()
   features = adapter.featurize(tokenizer, length)["predict"]
-  predict = run_finetuning.make_predict_fn(model, int(batch_size), adapter)
-  predictions = adapter.predictions(predict(params, features), "predict")
+  if exported:
+    outputs = _run_export(call, features, int(batch_size))
+  else:
+    outputs = run_finetuning.make_predict_fn(model, int(batch_size), adapter)(params, features)
+  predictions = adapter.predictions(outputs, "predict")
   answers = predictions.answers
   summary: dict[str, Any] = {"questions": len(examples), "windows": len(features["input_ids"])}
   if predictions.null_odds is not None:

@@ -317,27 +317,19 @@ def load_params_npz(file: str) -> dict[str, np.ndarray]:
     raise ElectraError(f"cannot read {file}: {e}") from None
 
 
-def load_exported(path: str | os.PathLike, batch_size: int = 64) -> Predictor:
-  """Loads an `electra-jax export` directory as a `Predictor`.
+def load_exported_call(path: str | os.PathLike) -> tuple[Callable, dict[str, Any]]:
+  """`(call, serving_config)` of an export directory: `call(ids, mask, types)` returns every output.
 
-  Uses only jax, numpy and the tokenizer: the model's code is not needed,
-  the computation comes from the serialized StableHLO in `model.jaxexport`.
-
-  Args:
-    path: the directory `electra-jax export --out` wrote.
-    batch_size: rows per call (any size works: the batch is symbolic; one
-      compilation per length bucket).
-
-  Returns:
-    A `Predictor` whose outputs equal the live model's.
+  The outputs are the exported function's dict (`logits`, `probabilities`
+  for classifiers; `start_logits`, `end_logits` or the official QA head's
+  beams for question answering), computed by a jit around `Exported.call`
+  (one compilation per input shape).
 
   Raises:
     ElectraError: the directory is incomplete or was written for another
       platform or an incompatible jax.
   """
   import jax
-
-  from electra_jax import tokenization
 
   path = os.fspath(path)
   if not os.path.isdir(path):
@@ -358,26 +350,42 @@ def load_exported(path: str | os.PathLike, batch_size: int = 64) -> Predictor:
       f"{path} was exported for {', '.join(exported.platforms)} but this machine runs {platform}: "
       "re-export with `--platforms` including it"
     )
-  params = None
-  if cfg.get("params_file"):
-    params = load_params_npz(os.path.join(path, cfg["params_file"]))
-    params = {k: jax.device_put(v) for k, v in params.items()}
+  if not cfg.get("params_file"):
+    return jax.jit(exported.call), cfg
+  params = load_params_npz(os.path.join(path, cfg["params_file"]))
+  params = {k: jax.device_put(v) for k, v in params.items()}
+  run = jax.jit(exported.call)
+  return (lambda ids, mask, types: run(params, ids, mask, types)), cfg
 
-  # jit around `call` so each (batch, length) shape is compiled once.
-  if params is None:
-    run = jax.jit(lambda ids, mask, types: exported.call(ids, mask, types)["logits"])
 
-    def forward(ids, mask, types):
-      return run(ids, mask, types)
-  else:
-    run = jax.jit(lambda p, ids, mask, types: exported.call(p, ids, mask, types)["logits"])
+def load_exported(path: str | os.PathLike, batch_size: int = 64) -> Predictor:
+  """Loads an `electra-jax export` directory as a `Predictor`.
 
-    def forward(ids, mask, types):
-      return run(params, ids, mask, types)
+  Uses only jax, numpy and the tokenizer: the model's code is not needed,
+  the computation comes from the serialized StableHLO in `model.jaxexport`.
+
+  Args:
+    path: the directory `electra-jax export --out` wrote.
+    batch_size: rows per call (any size works: the batch is symbolic; one
+      compilation per length bucket).
+
+  Returns:
+    A `Predictor` whose outputs equal the live model's.
+
+  Raises:
+    ElectraError: the directory is incomplete or was written for another
+      platform or an incompatible jax.
+  """
+  from electra_jax import tokenization
+
+  call, cfg = load_exported_call(path)
+
+  def forward(ids, mask, types):
+    return call(ids, mask, types)["logits"]
 
   return Predictor(
     forward,
-    tokenization.load_tokenizer(path),
+    tokenization.load_tokenizer(os.fspath(path)),
     num_labels=cfg["num_labels"],
     max_seq_length=cfg["max_seq_length"],
     label_map=cfg.get("label_map"),

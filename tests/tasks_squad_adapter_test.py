@@ -88,6 +88,14 @@ def test_v11_hf_head_end_to_end_and_export_to_hf(tmp_path):
   out_json = tmp_path / "answers.json"
   assert cli.main(["predict", "--model", str(work), "--input", dev, "--output", str(out_json)]) == 0
   assert json.load(open(out_json)) == preds
+  # ... and so does its jax.export artifact, served by predict.
+  exported, out_exp = tmp_path / "exported", tmp_path / "answers_exported.json"
+  assert cli.main(["export", "--model", str(work), "--out", str(exported)]) == 0
+  assert json.load(open(exported / "serving_config.json"))["head"] == "question_answering"
+  assert (
+    cli.main(["predict", "--model", str(exported), "--input", dev, "--output", str(out_exp)]) == 0
+  )
+  assert json.load(open(out_exp)) == preds
   # The HF head exports to HF, and HF PyTorch computes the same logits.
   out = tmp_path / "hf"
   assert cli.main(["convert", "--to-hf", str(work / "seed_0" / "last"), "--out", str(out)]) == 0
@@ -140,6 +148,17 @@ def test_v20_official_head_end_to_end_null_odds_and_squad_eval(tmp_path, capsys)
   assert json.loads(capsys.readouterr().err.strip().splitlines()[-1]) == pytest.approx(
     last, abs=1e-3
   )
+  # The beam search exports at a fixed length only; the export then answers as the model does.
+  exported, out_exp = tmp_path / "exported", tmp_path / "answers_exported.json"
+  assert cli.main(["export", "--model", str(work), "--out", str(exported)]) == 2
+  assert "--fixed-length" in capsys.readouterr().err and not exported.exists()
+  assert cli.main(["export", "--model", str(work), "--out", str(exported), "--fixed-length"]) == 0
+  assert (
+    cli.main(["predict", "--model", str(exported), "--input", dev, "--output", str(out_exp)]) == 0
+  )
+  assert json.load(open(out_exp)) == answers
+  odds = json.load(open(tmp_path / "answers_exported.null_odds.json"))
+  assert odds == pytest.approx(null_odds, abs=1e-4)
   # The official head has no HF class: export to HF is refused in one line.
   assert cli.main(["convert", "--to-hf", str(seed / "last"), "--out", str(tmp_path / "hf")]) == 2
   assert "no HF transformers equivalent" in capsys.readouterr().err

@@ -202,18 +202,22 @@ class SquadAdapter(adapters.TaskAdapter):
   def predictions(self, outputs, split):
     examples, feats = self.splits[split], self._features[split]
     n_best, max_len = int(self.options["n_best_size"]), int(self.options["max_answer_length"])
-    if isinstance(outputs, Mapping):  # the official head's beams
+    if isinstance(outputs, Mapping) and "start_top_index" in outputs:  # the official head's beams
       from electra_jax import qa_official
 
       answers, null_odds = qa_official.postprocess_official(
         examples, feats, outputs, n_best_size=n_best, max_answer_length=max_len
       )
     else:
+      if isinstance(outputs, Mapping):  # HF head outputs by name (an exported model's)
+        start_logits, end_logits = outputs["start_logits"], outputs["end_logits"]
+      else:
+        start_logits, end_logits = outputs
       answers, null_odds = squad.best_spans(
         examples,
         feats,
-        outputs.start_logits,
-        outputs.end_logits,
+        start_logits,
+        end_logits,
         n_best=n_best,
         max_answer_length=max_len,
       )
