@@ -13,13 +13,16 @@ vocabulary, no padding, made and placed on the device before timing):
              `recipe=standard` (HF's classification head, mean cross-entropy,
              bias-corrected AdamW with layer-wise decay, clip 1.0), 2 labels.
   inference  the forward `predict` and the dev-set evaluation run: the same
-             classifier, `deterministic=True`, jitted, logits out.
+             classifier, `deterministic=True`, jitted, logits out, in
+             cache-sized micro-batches on CPU (`electra_jax.inference`;
+             `--microbatch-tokens 0` runs the batch in one call).
 
 Any `--config.KEY=VALUE` overrides that config (e.g.
 `--config.compute_dtype=bfloat16`, `--config.scan_layers=True`).
 
 How it is measured: the jitted function is lowered and compiled ahead of time
-(`compile_s`: lowering + XLA compilation), then `--warmup` untimed calls,
+(`compile_s`: lowering + XLA compilation; the persistent compilation cache is
+off unless `--use-compilation-cache`), then `--warmup` untimed calls,
 then `--steps` timed calls, each from the call to `jax.block_until_ready` on
 its outputs. Reported: median / p10 / p90 step time, tokens/s (B × L /
 median), peak RSS of the process that ran the workload (`getrusage`
@@ -86,6 +89,10 @@ class Spec:
   seed: int = 0
   overrides: tuple[str, ...] = ()
   torch_threads: int = 0  # 0: one per usable core
+  # inference: tokens per micro-batch on CPU (electra_jax.inference); -1 its default, 0 off.
+  microbatch_tokens: int = -1
+  # Use the persistent compilation cache (compile_s is then a cache load on a hit).
+  compilation_cache: bool = False
 
   def check(self) -> None:
     """Raises `ElectraError` (one line) for a value the benchmark cannot run."""
@@ -100,6 +107,8 @@ class Spec:
       raise ElectraError(f"--seq {self.seq}: use a length from 8 to 512 (the position table)")
     if self.torch_threads < 0:
       raise ElectraError("--torch-threads must be >= 0")
+    if self.microbatch_tokens < -1:
+      raise ElectraError("--microbatch-tokens must be >= 0 (0: off)")
     bad = [o for o in self.overrides if not o.startswith("--config.")]
     if bad:
       raise ElectraError(f"unrecognized arguments: {' '.join(bad)}")
@@ -216,6 +225,12 @@ def model_flops(spec: Spec, cfg) -> dict:
 # -- the JAX side -------------------------------------------------------------------
 
 
+def cpu_seconds() -> float:
+  """User + system CPU time of this process (all its threads) so far."""
+  r = resource.getrusage(resource.RUSAGE_SELF)
+  return r.ru_utime + r.ru_stime
+
+
 def peak_rss_mib() -> float:
   """This process's peak resident set size so far (`ru_maxrss`), MiB."""
   rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -243,6 +258,8 @@ class JaxRunner:
 
     self.spec = spec
     self.cfg = load_config(spec)
+    # A cache hit would make compile_s a load time: off unless asked for.
+    jax.config.update("jax_enable_compilation_cache", bool(spec.compilation_cache))
     fn, init, donate = self.build()
     self.carry = jax.jit(init)(jax.random.PRNGKey(spec.seed))
     self.num_params = sum(x.size for x in jax.tree.leaves(_params_of(self.carry)))
@@ -255,6 +272,7 @@ class JaxRunner:
     self.xla_flops = xla_flops(self.compiled)
     self.donate = donate
     self.last = None
+    self.cpu_times: list[float] = []  # process CPU seconds (all threads) of each step
 
   def build(self):
     return build(self.spec, self.cfg)
@@ -267,12 +285,13 @@ class JaxRunner:
     for _ in range(n):
       batch = self.batches[self._i % len(self.batches)]
       self._i += 1
-      t0 = time.perf_counter()
+      c0, t0 = cpu_seconds(), time.perf_counter()
       carry, out = self.compiled(self.carry, batch)
       jax.block_until_ready(out)
       if self.donate:
         jax.block_until_ready(carry)
       times.append(time.perf_counter() - t0)
+      self.cpu_times.append(cpu_seconds() - c0)
       self.carry = carry
       self.last = out
     return times
@@ -280,7 +299,11 @@ class JaxRunner:
   def final(self) -> dict:
     import jax
 
-    out = {"peak_rss_mib": peak_rss_mib(), "num_params": int(self.num_params)}
+    out = {
+      "peak_rss_mib": peak_rss_mib(),
+      "num_params": int(self.num_params),
+      "cpu_times": self.cpu_times[-self.spec.steps :],  # the timed steps (warm-up first)
+    }
     if self.spec.workload != "inference" and self.last is not None:
       out["final_loss"] = float(self.last["loss"])
     stats = _device_memory(jax.devices()[0])
@@ -421,24 +444,32 @@ def _build_finetune(spec: Spec, cfg):
 def _build_inference(spec: Spec, cfg):
   import jax.numpy as jnp
 
-  from electra_jax import train
+  from electra_jax import inference, train
 
   model = _classifier(cfg)
 
   def init(rng):
     return train.strip_boxes(model.init(rng, jnp.zeros((1, spec.seq), jnp.int32))["params"])
 
-  def fn(params, batch):
-    logits = model.apply(
-      {"params": params},
-      batch["input_ids"],
-      attention_mask=batch["input_mask"],
-      token_type_ids=batch["segment_ids"],
-      deterministic=True,
+  def apply(params, ids, mask, types):
+    return model.apply(
+      {"params": params}, ids, attention_mask=mask, token_type_ids=types, deterministic=True
     )
+
+  # What `predict` and the dev-set evaluation run: cache-sized micro-batches on CPU.
+  forward = inference.microbatched(apply, _microbatch_tokens(spec))
+
+  def fn(params, batch):
+    logits = forward(params, batch["input_ids"], batch["input_mask"], batch["segment_ids"])
     return params, logits
 
   return fn, init, False
+
+
+def _microbatch_tokens(spec: Spec) -> int:
+  from electra_jax import inference
+
+  return inference.CHUNK_TOKENS if spec.microbatch_tokens < 0 else spec.microbatch_tokens
 
 
 def _params_of(carry):
@@ -544,15 +575,21 @@ def percentile(values: list[float], q: float) -> float:
   return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def _timing(times: list[float], tokens: int) -> dict:
+def _timing(times: list[float], tokens: int, cpu_times: list[float] | None = None) -> dict:
   median = statistics.median(times)
-  return {
+  out = {
     "step_ms_median": median * 1e3,
     "step_ms_p10": percentile(times, 10) * 1e3,
     "step_ms_p90": percentile(times, 90) * 1e3,
     "tokens_per_s": tokens / median,
     "timed_steps": len(times),
   }
+  if cpu_times:
+    # CPU time of the process per step (all threads): less sensitive than the
+    # wall time to other jobs on a shared machine.
+    cpu = statistics.median(cpu_times)
+    out.update(cpu_ms_median=cpu * 1e3, tokens_per_cpu_s=tokens / cpu if cpu > 0 else None)
+  return out
 
 
 def _chunks(steps: int, rounds: int) -> list[int]:
@@ -626,7 +663,7 @@ def _compare(spec: Spec, cfg) -> dict:
 def _report(spec: Spec, cfg, flops: dict, side: dict, load_before, load_after) -> dict:
   jax_side = side["jax"]
   describe = jax_side["describe"]
-  timing = _timing(jax_side["times"], spec.tokens)
+  timing = _timing(jax_side["times"], spec.tokens, jax_side.get("cpu_times"))
   achieved = flops["total"] / (timing["step_ms_median"] / 1e3)
   peak = bench_flops.peak_flops(describe["device_kind"], describe["compute_dtype"])
   kw = model_kwargs(cfg)
@@ -636,6 +673,7 @@ def _report(spec: Spec, cfg, flops: dict, side: dict, load_before, load_after) -
     "batch": spec.batch,
     "seq": spec.seq,
     "overrides": list(spec.overrides),
+    **({"microbatch_tokens": _microbatch_tokens(spec)} if spec.workload == "inference" else {}),
     **timing,
     "compile_s": jax_side["compile_s"],
     "peak_rss_mib": jax_side["peak_rss_mib"],
@@ -670,7 +708,7 @@ def _report(spec: Spec, cfg, flops: dict, side: dict, load_before, load_after) -
     variants = {}
     for name, entry in torch_sides.items():
       variants[name] = {
-        **_timing(entry["times"], spec.tokens),
+        **_timing(entry["times"], spec.tokens, entry.get("cpu_times")),
         "first_step_s": entry.get("first_step_s"),
         "peak_rss_mib": entry["peak_rss_mib"],
         "num_params": entry["num_params"],
@@ -715,7 +753,7 @@ def format_report(r: dict) -> str:
     f"  compile {r['compile_s']:.2f} s; {r['warmup_steps']} warm-up + {r['timed_steps']} timed steps",
     f"  electra-jax  step median {r['step_ms_median']:.1f} ms  p10 {r['step_ms_p10']:.1f}  "
     f"p90 {r['step_ms_p90']:.1f}  {r['tokens_per_s']:,.0f} tokens/s  peak RSS "
-    f"{r['peak_rss_mib']:,.0f} MiB",
+    f"{r['peak_rss_mib']:,.0f} MiB" + _cpu_text(r),
   ]
   xla = r["xla_flops_per_step"]
   lines.append(
@@ -736,7 +774,7 @@ def format_report(r: dict) -> str:
     lines.append(
       f"  {label}  step median {v['step_ms_median']:.1f} ms  p10 {v['step_ms_p10']:.1f}  "
       f"p90 {v['step_ms_p90']:.1f}  {v['tokens_per_s']:,.0f} tokens/s  peak RSS "
-      f"{v['peak_rss_mib']:,.0f} MiB  ({v['torch_threads']} threads)"
+      f"{v['peak_rss_mib']:,.0f} MiB  ({v['torch_threads']} threads)" + _cpu_text(v)
     )
   if "ratio" in r:
     lines.append(
@@ -753,6 +791,12 @@ def format_report(r: dict) -> str:
     f"{m['load_average_after']}; {m['backend']} ({m['device_kind']}), jax {m['jax']}"
   )
   return "\n".join(lines)
+
+
+def _cpu_text(r: dict) -> str:
+  if not r.get("tokens_per_cpu_s"):
+    return ""
+  return f"  CPU {r['cpu_ms_median']:.1f} ms/step ({r['tokens_per_cpu_s']:,.0f} tokens/CPU-s)"
 
 
 def cpu_model() -> str:

@@ -52,6 +52,7 @@ class TorchRunner:
     self._i = 0
     self.first_step_s = None
     self.last_loss = None
+    self.cpu_times: list[float] = []
 
   def _config(self, **changes):
     from transformers import ElectraConfig
@@ -237,11 +238,12 @@ class TorchRunner:
     for _ in range(n):
       batch = self.batches[self._i % len(self.batches)]
       self._i += 1
-      t0 = time.perf_counter()
+      c0, t0 = bench.cpu_seconds(), time.perf_counter()
       out = step(batch)
       if self.device.type == "cuda":
         torch.cuda.synchronize()
       dt = time.perf_counter() - t0
+      self.cpu_times.append(bench.cpu_seconds() - c0)
       if self.first_step_s is None:
         self.first_step_s = dt
       times.append(dt)
@@ -254,6 +256,7 @@ class TorchRunner:
       "peak_rss_mib": bench.peak_rss_mib(),
       "num_params": int(self.num_params),
       "first_step_s": self.first_step_s,
+      "cpu_times": self.cpu_times[-self.spec.steps :],
     }
     if self.last_loss is not None:
       out["final_loss"] = float(self.last_loss)

@@ -803,6 +803,18 @@ def _add_bench(sub):
     default=0,
     help="torch.set_num_threads for --compare-torch (default: one per usable core)",
   )
+  p.add_argument(
+    "--microbatch-tokens",
+    type=_int_arg("--microbatch-tokens"),
+    default=-1,
+    help="inference: tokens per micro-batch on CPU, as predict runs it (default: "
+    "electra_jax.inference.CHUNK_TOKENS; 0: one call for the whole batch)",
+  )
+  p.add_argument(
+    "--use-compilation-cache",
+    action="store_true",
+    help="read and write the persistent compilation cache (compile_s is then a load on a hit)",
+  )
   p.add_argument("--json", action="store_true", help="print the report as one JSON object")
   p.set_defaults(func=_run_bench, accepts_config_overrides=True)
 
@@ -832,6 +844,8 @@ def _run_bench(args):
     seed=args.seed,
     overrides=tuple(args.config_overrides),
     torch_threads=args.torch_threads,
+    microbatch_tokens=args.microbatch_tokens,
+    compilation_cache=args.use_compilation_cache,
   )
   report = bench.run(spec, compare_torch=args.compare_torch)
   print(json.dumps(report) if args.json else bench.format_report(report))

@@ -283,7 +283,7 @@ def load_predictor(
   """
   import jax
 
-  from electra_jax import tokenization
+  from electra_jax import inference, tokenization
 
   path = resolve_model_dir(model, checkpoint)
   if serving.is_export_dir(path):
@@ -296,11 +296,13 @@ def load_predictor(
     return predictor
   clf = load_classifier(path, max_seq_length)
 
-  @jax.jit
-  def forward(params, ids, mask, types):
+  def apply(params, ids, mask, types):
     return clf.model.apply(
       {"params": params}, ids, attention_mask=mask, token_type_ids=types, deterministic=True
     )
+
+  # Cache-sized micro-batches on CPU (`electra_jax.inference`); the Predictor buckets lengths.
+  forward = jax.jit(inference.microbatched(apply))
 
   return serving.Predictor(
     lambda ids, mask, types: forward(clf.params, ids, mask, types),

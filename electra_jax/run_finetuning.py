@@ -33,7 +33,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from electra_jax import faults, job_setup, optim, preemption, pretrained, train, validate
+from electra_jax import faults, inference, job_setup, optim, preemption, pretrained, train, validate
 from electra_jax import model as model_lib
 from electra_jax import workdir as workdir_lib
 from electra_jax.errors import ElectraError
@@ -181,25 +181,21 @@ def _check_init_head(path: str, head: str, num_labels: int | None, kept: tuple[s
 
 
 def make_predict_fn(model, eval_batch_size: int, adapter: adapters.TaskAdapter):
-  """`(params, features) -> outputs` (a pytree of numpy arrays), in fixed-size padded batches."""
-  forward = jax.jit(adapter.forward(model))
-  keys = adapter.input_keys
+  """`(params, features) -> outputs` (a pytree of numpy arrays) in batches of `eval_batch_size`.
+
+  The fast inference path (`electra_jax.inference`): cache-sized
+  micro-batches on CPU and, when the outputs do not depend on the length,
+  rows sorted by length and each batch cut to its bucket.
+  """
+  predict_all = inference.make_batched_predict(
+    adapter.forward(model), eval_batch_size, adapter.input_keys
+  )
 
   def predict(params, features: dict):
-    n = len(features[keys[0]])
-    out = []
-    for start in range(0, n, eval_batch_size):
-      chunk = [features[k][start : start + eval_batch_size] for k in keys]
-      m = len(chunk[0])
-      if m < eval_batch_size:  # pad to the fixed shape; padded rows are dropped below
-        chunk = [
-          np.concatenate([v, np.zeros((eval_batch_size - m, *v.shape[1:]), v.dtype)]) for v in chunk
-        ]
-      outputs = forward(params, *chunk)
-      out.append(jax.tree.map(lambda x, m=m: np.asarray(x)[:m], outputs))
-    if not out:
+    out = predict_all(params, features)
+    if out is None:
       raise ElectraError("nothing to predict: the split has no examples")
-    return jax.tree.map(lambda *xs: np.concatenate(xs), *out)
+    return out
 
   return predict
 
@@ -232,7 +228,9 @@ def run(
     `complete`, or `stopped` (with `stopped`, `seed` and `step`).
   """
   validate.check_finetune_config(cfg, workdir)  # before anything is created or compiled
-  cfg = job_setup.with_resolved_compute_dtype(cfg)  # recorded concrete: `auto` depends on the device
+  cfg = job_setup.with_resolved_compute_dtype(
+    cfg
+  )  # recorded concrete: `auto` depends on the device
   config = cfg.to_dict()
   seeds = [int(cfg.seed) + k for k in range(int(cfg.seeds))]
   changed = workdir_lib.check_config(workdir, config, resuming=_has_progress(workdir))

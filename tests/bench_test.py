@@ -12,7 +12,8 @@ TORCH_KEYS = {"torch_tokens_per_s", "ratio"}
 
 
 def _bench(capsys, *args):
-  code = cli.main(["bench", *args])
+  # The test session's compilation cache keeps re-runs fast (compile_s is then a load).
+  code = cli.main(["bench", "--use-compilation-cache", *args])
   out = capsys.readouterr()
   assert code == 0, out.err
   return out.out
@@ -83,6 +84,7 @@ def test_inference_json_report(capsys):
   # Inference is all model: the analytic count is XLA's (see test_flops_formula_* below).
   assert r["xla_flops_per_step"] == pytest.approx(r["model_flops_per_step"], rel=0.02)
   assert r["machine"]["backend"] == "cpu" and r["mfu"] is None  # no peak for CPUs
+  assert r["microbatch_tokens"] == 1024
   assert "torch_tokens_per_s" not in r
 
 
@@ -120,6 +122,7 @@ def test_compare_torch_json_report(capsys):
     capsys,
     "--size", "tiny", "--batch", "2", "--seq", "32", "--workload", "inference",
     "--steps", "3", "--warmup", "1", "--compare-torch", "--torch-threads", "1",
+    "--microbatch-tokens", "0",
   )  # fmt: skip
   assert (JSON_KEYS | TORCH_KEYS) <= set(r)
   assert r["ratio"] == pytest.approx(r["tokens_per_s"] / r["torch_tokens_per_s"])
