@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 
-from electra_jax import bench
+from electra_jax import bench_setup as bench
 
 
 class TorchRunner:

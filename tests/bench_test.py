@@ -88,6 +88,7 @@ def test_inference_json_report(capsys):
   assert "torch_tokens_per_s" not in r
 
 
+@pytest.mark.slow  # a compile or two worker processes: 30 s to minutes on 2 busy cores
 def test_pretrain_json_report(capsys):
   args = ("--size", "tiny", "--batch", "2", "--seq", "32", "--steps", "2", "--warmup", "1")
   r = _json(capsys, *args, "--workload", "pretrain")
@@ -115,6 +116,7 @@ def test_text_report(capsys):
   assert "tokens/s" in text and "model FLOPs/step" in text and "compile" in text
 
 
+@pytest.mark.slow  # a compile or two worker processes: 30 s to minutes on 2 busy cores
 def test_compare_torch_json_report(capsys):
   pytest.importorskip("torch")
   pytest.importorskip("transformers")
@@ -132,6 +134,7 @@ def test_compare_torch_json_report(capsys):
   assert hf["peak_rss_mib"] > 50 and "worker process" in r["measured"]
 
 
+@pytest.mark.slow  # a compile or two worker processes: 30 s to minutes on 2 busy cores
 def test_hf_pretraining_models_have_the_same_parameters():
   """HF's generator + discriminator share embeddings and the tied decoder, as ours do."""
   pytest.importorskip("torch")
@@ -172,7 +175,12 @@ def test_flops_formula_matches_xla_for_tiny_inference():
 # compiled count is within ~5 % of it, checked for tiny above and in
 # experiments/benchmarks/README.md).
 @pytest.mark.parametrize(
-  "workload, tolerance", [("inference", 0.02), ("finetune", 0.10), ("pretrain", 0.10)]
+  "workload, tolerance",
+  [
+    ("inference", 0.02),
+    pytest.param("finetune", 0.10, marks=pytest.mark.slow),  # tracing a train step: 30-120 s
+    pytest.param("pretrain", 0.10, marks=pytest.mark.slow),
+  ],
 )
 def test_flops_formula_matches_xla_for_small(workload, tolerance):
   spec = bench.Spec(workload=workload, size="small", batch=8, seq=128)
