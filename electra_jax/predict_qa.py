@@ -194,7 +194,13 @@ def predict_file(
   if head not in HEADS:
     raise ElectraError(f"{path} holds a {head!r} model, not a question-answering one")
   input_path, output_path = os.fspath(input_path), os.fspath(output_path)
-  examples = squad.read_squad(input_path, labeled=evaluate)
+  examples = squad.read_squad(input_path, labeled=False)
+  unlabeled = next((ex for ex in examples if not ex.answers and not ex.is_impossible), None)
+  if evaluate and unlabeled is not None:
+    raise ElectraError(
+      f"--eval needs gold answers: question {unlabeled.qas_id!r} of {input_path} has none "
+      "(and is not marked is_impossible)"
+    )
   if not examples:
     raise ElectraError(f"{input_path} has no questions")
   from electra_jax import serving

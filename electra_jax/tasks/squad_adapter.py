@@ -247,8 +247,10 @@ class SquadAdapter(adapters.TaskAdapter):
   def describe(self):
     threshold = f", no-answer threshold {self.na_threshold}" if self.v2 else ""
     dropped = f"; {len(self.dropped)} training question(s) dropped" if self.dropped else ""
+    questions = ", ".join(f"{name} {len(split):,}" for name, split in self.splits.items())
     return (
-      f"SQuAD {self.version} answer spans ({self.head}, n-best {self.options['n_best_size']}, "
+      f"SQuAD {self.version} questions ({questions}) as answer spans ({self.head}, "
+      f"n-best {self.options['n_best_size']}, "
       f"answers <= {self.options['max_answer_length']} tokens{threshold}){dropped}"
     )
 
