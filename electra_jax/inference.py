@@ -103,7 +103,12 @@ def length_independent(forward: Callable, params, inputs: Sequence[np.ndarray]) 
     out = jax.eval_shape(forward, params, *args)
     return jax.tree.map(lambda s: s.shape, out)
 
-  return shapes(length) == shapes(length // 2)
+  # Every bucket a batch may be cut to, not just one: a head whose output
+  # depends on the length only below some size (the official QA head's beam
+  # is min(beam_size, length)) must not be bucketed.
+  buckets = {bucket_length(1 << k, length) for k in range(length.bit_length() + 1)}
+  full = shapes(length)
+  return all(shapes(b) == full for b in sorted(buckets))
 
 
 def make_batched_predict(

@@ -107,3 +107,18 @@ def test_batched_predict_of_nothing_is_none(classifier):
   empty = {k: v[:0] for k, v in f.items()}
   keys = ("input_ids", "input_mask", "segment_ids")
   assert inference.make_batched_predict(_forward(model), 4, keys)(params, empty) is None
+
+
+def test_length_independent_checks_every_bucket():
+  # Outputs of width min(20, length) (the official QA head's beam) are the
+  # same at 512 and 256 but not at a 16-token bucket: not length-independent.
+  ids = np.zeros((2, 512), np.int32)
+
+  def beam_like(params, ids, mask):
+    return jnp.zeros((ids.shape[0], min(20, ids.shape[-1])))
+
+  def per_sequence(params, ids, mask):
+    return jnp.zeros((ids.shape[0], 3))
+
+  assert not inference.length_independent(beam_like, {}, [ids, ids])
+  assert inference.length_independent(per_sequence, {}, [ids, ids])
