@@ -17,9 +17,12 @@ from electra_jax.errors import ElectraError
 
 SAMPLE_DATA = os.path.join(os.path.dirname(__file__), "sample_data")
 BUNDLED_VOCAB = os.path.join(SAMPLE_DATA, "vocab.txt")
-DEFAULT_GLUE_DIR = os.path.join(
-  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "glue_data"
+# The project's shared data (GLUE, WikiText-2, Gutenberg, SQuAD): `../shared/data`
+# beside the checkout, or `$ELECTRA_JAX_SHARED_DATA` (as the tests read it).
+SHARED_DATA = os.environ.get("ELECTRA_JAX_SHARED_DATA") or os.path.normpath(
+  os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
 )
+DEFAULT_GLUE_DIR = os.path.join(SHARED_DATA, "glue_data")
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 # `auto` computes in bfloat16 on these backends (params, optimizer state,
 # softmax and LayerNorm statistics and the losses stay float32), in float32
