@@ -42,20 +42,19 @@ import time
 from electra_jax import config as config_lib
 from electra_jax import experiment, flops
 from electra_jax.errors import ElectraError
-from electra_jax.job_setup import SAMPLE_DATA
+from electra_jax.job_setup import SAMPLE_DATA, SHARED_DATA
+from electra_jax.reproduce_report import INIT_LABELS, INITS
 
 log = logging.getLogger(__name__)
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CONFIGS = os.path.join(_REPO, "experiments", "configs")
-_SHARED = os.path.normpath(os.path.join(_REPO, "..", "shared", "data"))
+_SHARED = SHARED_DATA
 DEFAULT_CORPUS = (
   os.path.join(_SHARED, "text", "gutenberg", "*.txt"),
   os.path.join(_SHARED, "text", "wikitext-2-raw", "wiki.valid.raw"),
   os.path.join(_SHARED, "text", "wikitext-2-raw", "wiki.test.raw"),
 )
-INITS = ("electra", "mlm", "scratch")
-INIT_LABELS = {"electra": "ELECTRA", "mlm": "MLM (BERT)", "scratch": "scratch (no pretraining)"}
 TASK_LABELS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "rte": "RTE"}
 # Training examples per task (a prefix of train.tsv; 0 = all) and the fine-tuning length.
 # Sized so that the five tasks × three initialisations × seeds fit the budget
@@ -496,7 +495,14 @@ def run(
   from electra_jax import reproduce_report
 
   report = reproduce_report.write(
-    plan, workdir, record.data, pretrain_dirs, ft_dirs, out, commands(plan, workdir, fl)
+    plan,
+    workdir,
+    record.data,
+    pretrain_dirs,
+    ft_dirs,
+    out,
+    commands(plan, workdir, fl),
+    provenance(),
   )
   record.data["report"] = report
   record.data["status"] = "complete"
@@ -530,6 +536,7 @@ def _report_only(plan: Plan, workdir: str, record: _Record, fl: dict, out: str) 
     ft_dirs,
     out,
     commands(plan, workdir, fl),
+    provenance(),
     missing=missing,
   )
   return {"status": "complete", "partial": bool(missing), **report}
@@ -610,6 +617,11 @@ def commit() -> str:
 
 def machine() -> str:
   return f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {sys.version.split()[0]}"
+
+
+def provenance() -> dict:
+  """What the report says about where it was made (`reproduce_report.write`)."""
+  return {"machine": machine(), "commit": commit(), "finetune_size": FINETUNE_SIZE}
 
 
 # --- Command line (registered by cli.py) ---------------------------------------

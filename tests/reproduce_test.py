@@ -204,7 +204,7 @@ def test_toy_pipeline_end_to_end(tmp_path, capsys, shared_data):
     "| scratch (no pretraining) |",
     "RTE",
     "FLOPs/step",
-    "Commit:",
+    "Commit of the stages:",
   ):
     assert needle in text
   for png in ("pretraining.png", "glue.png"):
