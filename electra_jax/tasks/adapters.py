@@ -188,15 +188,11 @@ class ClassificationAdapter(TaskAdapter):
     reduce = jnp.sum if self.recipe["loss_reduction"] == "sum" else jnp.mean
     scale = self.regression_range
     w = None if weights is None else jnp.asarray(weights, jnp.float32)
+    forward = self.forward(model)
 
     def loss_fn(params, batch, rng, deterministic):
-      logits = model.apply(
-        {"params": params},
-        batch["input_ids"],
-        attention_mask=batch["input_mask"],
-        token_type_ids=batch["segment_ids"],
-        deterministic=deterministic,
-        rngs={"dropout": rng},
+      logits = forward(
+        params, *(batch[k] for k in self.input_keys), deterministic, {"dropout": rng}
       )
       labels = batch["labels"]
       if self.regression:

@@ -228,15 +228,11 @@ class MultipleChoiceAdapter(adapters.TaskAdapter):
   def loss_fn(self, model, weights):
     """Cross-entropy over the choices, summed (official reduction) or averaged over the batch."""
     reduce = jnp.sum if self.recipe["loss_reduction"] == "sum" else jnp.mean
+    forward = self.forward(model)
 
     def loss_fn(params, batch, rng, deterministic):
-      logits = model.apply(
-        {"params": params},
-        batch["input_ids"],
-        attention_mask=batch["input_mask"],
-        token_type_ids=batch["segment_ids"],
-        deterministic=deterministic,
-        rngs={"dropout": rng},
+      logits = forward(
+        params, *(batch[k] for k in self.input_keys), deterministic, {"dropout": rng}
       )
       labels = batch["labels"]
       loss = reduce(optax.softmax_cross_entropy_with_integer_labels(logits, labels))

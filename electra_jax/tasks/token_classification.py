@@ -215,15 +215,10 @@ class TokenClassificationAdapter(adapters.TaskAdapter):
 
   def forward(self, model):
     # Class ids, not logits: a dev set's [n, L, labels] logits are not needed.
+    logits_fn = super().forward(model)
+
     def forward(params, ids, mask, types, deterministic=True, rngs=None):
-      logits = model.apply(
-        {"params": params},
-        ids,
-        attention_mask=mask,
-        token_type_ids=types,
-        deterministic=deterministic,
-        rngs=rngs,
-      )
+      logits = logits_fn(params, ids, mask, types, deterministic, rngs)
       return logits.argmax(-1).astype(jnp.int32)
 
     return forward
@@ -231,15 +226,11 @@ class TokenClassificationAdapter(adapters.TaskAdapter):
   def loss_fn(self, model, weights):
     """Cross-entropy on first pieces: summed (official) or averaged over labelled words."""
     total = self.recipe["loss_reduction"] == "sum"
+    forward = super().forward(model)  # logits (this class's `forward` returns tags)
 
     def loss_fn(params, batch, rng, deterministic):
-      logits = model.apply(
-        {"params": params},
-        batch["input_ids"],
-        attention_mask=batch["input_mask"],
-        token_type_ids=batch["segment_ids"],
-        deterministic=deterministic,
-        rngs={"dropout": rng},
+      logits = forward(
+        params, *(batch[k] for k in self.input_keys), deterministic, {"dropout": rng}
       )
       labels = batch["labels"]
       mask = (labels >= 0).astype(jnp.float32)
