@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -43,7 +44,8 @@ from electra_jax import config as config_lib
 from electra_jax import experiment, flops
 from electra_jax.errors import ElectraError
 from electra_jax.job_setup import SAMPLE_DATA, SHARED_DATA
-from electra_jax.reproduce_report import INIT_LABELS, INITS
+from electra_jax.reproduce_report import INIT_LABELS, INITS, shown_path
+from electra_jax.tasks import glue
 
 log = logging.getLogger(__name__)
 
@@ -314,23 +316,62 @@ def _command(sub: str, config: str, workdir: str, overrides: dict) -> str:
   return " ".join(shlex.quote(p) for p in parts)
 
 
+def _sha256(paths) -> str:
+  h = hashlib.sha256()
+  for path in paths:
+    h.update(os.path.basename(path).encode() + b"\0")
+    with open(path, "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+  return h.hexdigest()[:16]
+
+
+def _files(path: str) -> list[str]:
+  if os.path.isdir(path):
+    return sorted(
+      os.path.join(path, n) for n in os.listdir(path) if os.path.isfile(os.path.join(path, n))
+    )
+  return [path]
+
+
+def plan_identity(plan: Plan) -> dict:
+  """The plan with every path replaced by a content fingerprint (sha256 of the files).
+
+  What decides whether a workdir's stages belong to this plan: the same
+  vocabulary, corpus and GLUE files give the same identity from any checkout or
+  data location (so `--report-only` and resuming work from a clone), and an
+  edited file gives a different one.
+  """
+  ident = json.loads(json.dumps(dataclasses.asdict(plan)))
+  ident["tokenizer"] = _sha256(_files(plan.tokenizer))
+  corpus = {os.path.abspath(f) for p in plan.corpus for f in glob.glob(p)}
+  ident["corpus"] = _sha256(sorted(corpus, key=os.path.basename))
+  files = [glue.split_path(t, plan.glue_dir, s) for t, _, _ in plan.tasks for s in ("train", "dev")]
+  ident["glue_dir"] = _sha256([f for f in files if os.path.exists(f)])
+  return ident
+
+
 class _Record:
   """WORKDIR/reproduce.json: the plan and each stage's wall time (kept across re-runs)."""
 
   def __init__(self, workdir: str, plan: Plan):
     self.path = os.path.join(workdir, "reproduce.json")
     plan_dict = json.loads(json.dumps(dataclasses.asdict(plan)))
+    ident = plan_identity(plan)
     if os.path.exists(self.path):
       with open(self.path, encoding="utf-8") as f:
         self.data = json.load(f)
-      if self.data.get("plan") != plan_dict:
-        diff = sorted(k for k in plan_dict if self.data.get("plan", {}).get(k) != plan_dict[k])
+      stored = self.data.get("plan_identity") or self.data.get("plan", {})
+      mine = ident if "plan_identity" in self.data else plan_dict
+      if stored != mine:
+        diff = sorted(k for k in mine if stored.get(k) != mine[k])
         raise ElectraError(
           f"{workdir} holds a reproduction with a different plan ({', '.join(diff)}): "
           "use a new --workdir or the same arguments"
         )
+      self.data["plan"] = plan_dict  # this checkout's paths, for the report's commands
     else:
-      self.data = {"plan": plan_dict, "stages": {}}
+      self.data = {"plan": plan_dict, "plan_identity": ident, "stages": {}}
     self.data.setdefault("invocations", [])
 
   def save(self):
@@ -548,8 +589,10 @@ def commands(plan: Plan, workdir: str, fl: dict) -> list[str]:
   cmds = [
     " ".join(
       ["electra-jax prepare-pretraining --input"]
-      + [shlex.quote(c) for c in plan.corpus]
-      + [f"--tokenizer {shlex.quote(plan.tokenizer)} --max-seq-length {plan.max_seq_length}"]
+      + [shlex.quote(shown_path(c)) for c in plan.corpus]
+      + [
+        f"--tokenizer {shlex.quote(shown_path(plan.tokenizer))} --max-seq-length {plan.max_seq_length}"
+      ]
       + [f"--out {shlex.quote(data_dir)}"]
     )
   ]

@@ -13,6 +13,22 @@ import statistics
 
 from electra_jax import glue_report
 from electra_jax.errors import ElectraError
+from electra_jax.job_setup import SHARED_DATA
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def shown_path(path: str) -> str:
+  """A path as the report prints it: relative to the checkout, or under `../shared/data/`.
+
+  So that a report does not name the directory of the clone that wrote it.
+  """
+  full = os.path.abspath(path)
+  for root, prefix in ((_REPO, ""), (os.path.abspath(SHARED_DATA), "../shared/data/")):
+    if full == root or full.startswith(root + os.sep):
+      return prefix + os.path.relpath(full, root)
+  return path
+
 
 # How the default plan (electra_jax/reproduce.py: make_plan, DEFAULT_TASKS,
 # ELECTRA_STEPS_PER_HOUR) was sized; shown in every report.
@@ -305,7 +321,7 @@ def _setup_section(plan, fl: dict, stages: dict, provenance: dict) -> list[str]:
     "",
     f"- Encoder (ELECTRA's discriminator = the MLM model = the scratch model): hidden {plan.hidden_size},"
     f" {plan.num_layers} layers, {plan.num_heads} heads, FFN {4 * plan.hidden_size}, embedding {plan.embedding_size},"
-    f" vocabulary from `{os.path.relpath(plan.tokenizer) if plan.tokenizer.startswith(os.getcwd()) else plan.tokenizer}`.",
+    f" vocabulary from `{shown_path(plan.tokenizer)}`.",
     f"- ELECTRA's generator: {plan.generator_fraction:g} of the width (paper's Small: 1/4), tied embeddings,"
     " discriminator loss weight 50, mask 15 %.",
     f"- Pretraining: batch {plan.batch_size} × {plan.max_seq_length} tokens, peak LR {plan.learning_rate:g}, 10 % warmup,"
@@ -316,7 +332,7 @@ def _setup_section(plan, fl: dict, stages: dict, provenance: dict) -> list[str]:
     tokens = data["num_tokens"]
     passes = {m: steps[m] * plan.batch_size * plan.max_seq_length / tokens for m in steps}
     lines.append(
-      f"- Corpus: {', '.join('`' + os.path.relpath(c) + '`' if c.startswith(os.getcwd()) else '`' + c + '`' for c in plan.corpus)}"
+      f"- Corpus: {', '.join(f'`{shown_path(c)}`' for c in plan.corpus)}"
       f" → {data.get('num_examples', 0):,} examples, {tokens:,} tokens; ELECTRA sees it {passes['electra']:.1f}×, MLM"
       f" {passes['mlm']:.1f}× (padding included)."
     )

@@ -152,6 +152,32 @@ def test_a_different_plan_in_the_same_workdir_is_refused(tmp_path, shared_data):
   reproduce._Record(str(tmp_path), a)  # the same plan resumes
 
 
+def test_the_plan_is_identified_by_file_contents_not_paths(tmp_path, shared_data):
+  """A copy of the vocabulary elsewhere (another checkout) resumes; an edited one is refused."""
+  vocab = reproduce.make_plan().tokenizer
+  copy = tmp_path / "elsewhere" / "vocab.txt"
+  copy.parent.mkdir()
+  copy.write_bytes(open(vocab, "rb").read())
+  reproduce._Record(str(tmp_path), reproduce.make_plan(electra_steps=10)).save()
+  record = reproduce._Record(
+    str(tmp_path), reproduce.make_plan(electra_steps=10, tokenizer=str(copy))
+  )
+  assert record.data["plan"]["tokenizer"] == str(copy)  # the report names this checkout's path
+  copy.write_bytes(open(vocab, "rb").read() + b"extra\n")
+  with pytest.raises(ElectraError, match=r"different plan \(tokenizer\)"):
+    reproduce._Record(str(tmp_path), reproduce.make_plan(electra_steps=10, tokenizer=str(copy)))
+
+
+def test_report_paths_are_shown_relative_to_the_checkout_and_shared_data():
+  from electra_jax import reproduce_report
+
+  vocab = os.path.join(reproduce_report._REPO, "electra_jax", "sample_data", "vocab.txt")
+  assert reproduce_report.shown_path(vocab) == "electra_jax/sample_data/vocab.txt"
+  shared = os.path.join(reproduce.SHARED_DATA, "text", "a.txt")
+  assert reproduce_report.shown_path(shared) == "../shared/data/text/a.txt"
+  assert reproduce_report.shown_path("/elsewhere/x.txt") == "/elsewhere/x.txt"
+
+
 def test_budget_plan_is_deterministic_and_scales():
   assert reproduce.budget_plan(60) == reproduce.budget_plan(60)
   assert reproduce.budget_plan(60)["electra_steps"] == reproduce.ELECTRA_STEPS_PER_HOUR
