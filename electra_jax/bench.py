@@ -314,7 +314,10 @@ def _build_finetune(spec: Spec, cfg):
     loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]))
     return loss, {}
 
-  return train.make_train_step(loss_fn, optimizer), create_state, True
+  step = train.make_train_step(
+    loss_fn, optimizer, microbatch_tokens=_train_microbatch_tokens(spec), loss_reduction="mean"
+  )
+  return step, create_state, True
 
 
 def _build_inference(spec: Spec, cfg):
@@ -346,6 +349,12 @@ def _microbatch_tokens(spec: Spec) -> int:
   from electra_jax import inference
 
   return inference.CHUNK_TOKENS if spec.microbatch_tokens < 0 else spec.microbatch_tokens
+
+
+def _train_microbatch_tokens(spec: Spec) -> int:
+  from electra_jax import train
+
+  return train.default_microbatch_tokens() if spec.microbatch_tokens < 0 else spec.microbatch_tokens
 
 
 def _params_of(carry):
@@ -550,6 +559,9 @@ def _report(spec: Spec, cfg, flops: dict, side: dict, load_before, load_after) -
     "seq": spec.seq,
     "overrides": list(spec.overrides),
     **({"microbatch_tokens": _microbatch_tokens(spec)} if spec.workload == "inference" else {}),
+    **(
+      {"microbatch_tokens": _train_microbatch_tokens(spec)} if spec.workload == "finetune" else {}
+    ),
     **timing,
     "compile_s": jax_side["compile_s"],
     "peak_rss_mib": jax_side["peak_rss_mib"],

@@ -43,7 +43,8 @@ class Spec:
   seed: int = 0
   overrides: tuple[str, ...] = ()
   torch_threads: int = 0  # 0: one per usable core
-  # inference: tokens per micro-batch on CPU (electra_jax.inference); -1 its default, 0 off.
+  # inference / finetune: tokens per micro-batch on CPU (electra_jax.inference, train); -1 the
+  # default, 0 off.
   microbatch_tokens: int = -1
   # Use the persistent compilation cache (compile_s is then a cache load on a hit).
   compilation_cache: bool = False

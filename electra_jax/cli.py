@@ -807,8 +807,9 @@ def _add_bench(sub):
     "--microbatch-tokens",
     type=_int_arg("--microbatch-tokens"),
     default=-1,
-    help="inference: tokens per micro-batch on CPU, as predict runs it (default: "
-    "electra_jax.inference.CHUNK_TOKENS; 0: one call for the whole batch)",
+    help="inference / finetune: tokens per micro-batch on CPU, as predict and the fine-tuning"
+    " step run it (default: electra_jax.inference.CHUNK_TOKENS / train.CPU_MICROBATCH_TOKENS;"
+    " 0: the whole batch in one call)",
   )
   p.add_argument(
     "--use-compilation-cache",

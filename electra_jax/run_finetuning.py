@@ -395,6 +395,26 @@ def _learning_rate_fn(cfg, recipe: dict, total_steps: int):
   )
 
 
+def _microbatching(cfg, adapter: adapters.TaskAdapter, weights) -> dict:
+  """`TrainTask`'s micro-batch settings: `microbatch_tokens` (-1 = auto), when the loss allows."""
+  reduction = adapter.loss_reduction(weights)
+  tokens = int(cfg.get("microbatch_tokens", -1))
+  if tokens < 0:
+    tokens = train.default_microbatch_tokens()
+  if reduction is None or tokens == 0:
+    return {}
+  rows, length = int(cfg.batch_size), int(cfg.max_seq_length)
+  k = train.num_microbatches({"input_ids": np.zeros((rows, length))}, tokens)
+  if k > 1:
+    log.info(
+      "each training step runs as %d micro-batches of %d examples (microbatch_tokens=%d)",
+      k,
+      rows // k,
+      tokens,
+    )
+  return {"microbatch_tokens": tokens, "loss_reduction": reduction}
+
+
 def _run_seed(job: _Job, seed: int) -> dict:
   """Trains (or resumes, or skips when finished) one seed; returns its summary entry."""
   cfg, adapter = job.cfg, job.adapter
@@ -426,6 +446,7 @@ def _run_seed(job: _Job, seed: int) -> dict:
     },
     learning_rate_fn=_learning_rate_fn(cfg, adapter.recipe, total),
     eval_fn=_make_eval_fn(job, model, saver, seed, seed_dir) if adapter.dev_splits else None,
+    **_microbatching(cfg, adapter, job.weights),
   )
   settings = train.LoopSettings(
     total_steps=total,

@@ -102,16 +102,96 @@ def check_workdir_signature(workdir: str, signature: dict, *, resuming: bool = T
   fileio.atomic_write_text(path, json.dumps(normalised, indent=2, sort_keys=True))
 
 
-def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation) -> Callable:
-  """The pure step `(state, batch) -> (state, metrics)` (not yet jitted)."""
+# Tokens per training micro-batch on XLA:CPU (`make_train_step`), measured in
+# experiments/benchmarks/README.md ("Fine-tuning step: micro-batches"): past a
+# few thousand tokens per call XLA:CPU's fusions and the caches make every token
+# slower, and the temporaries grow with the batch. GPU/TPU run the batch whole.
+CPU_MICROBATCH_TOKENS = 1024
+
+
+def default_microbatch_tokens() -> int:
+  """`CPU_MICROBATCH_TOKENS` on the CPU backend, 0 (off) on GPU/TPU."""
+  return CPU_MICROBATCH_TOKENS if jax.default_backend() == "cpu" else 0
+
+
+def num_microbatches(batch: dict, microbatch_tokens: int) -> int:
+  """How many equal micro-batches a batch is split into for at most `microbatch_tokens` each.
+
+  The smallest divisor `k` of the batch size with `batch / k * length <= microbatch_tokens`
+  (1 when the batch fits, or when `microbatch_tokens` is 0). Read from the static
+  shapes at trace time: rows are the leading axis of every leaf, the length the
+  longest second axis.
+  """
+  leaves = jax.tree.leaves(batch)
+  if microbatch_tokens <= 0 or not leaves:
+    return 1
+  rows = leaves[0].shape[0]
+  length = max((x.shape[1] for x in leaves if x.ndim >= 2), default=1)
+  max_rows = max(1, microbatch_tokens // length)
+  return next(k for k in range(1, rows + 1) if rows % k == 0 and rows // k <= max_rows)
+
+
+def _split_microbatches(batch: dict, k: int) -> dict:
+  """`[B, ...]` leaves → `[k, B/k, ...]`; micro-batch j holds rows j, j+k, ... (strided,
+  so that with the batch sharded over devices every micro-batch keeps rows on each)."""
+
+  def split(x):
+    return jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1)
+
+  return jax.tree.map(split, batch)
+
+
+def make_train_step(
+  loss_fn: LossFn,
+  optimizer: optax.GradientTransformation,
+  *,
+  microbatch_tokens: int = 0,
+  loss_reduction: str = "mean",
+) -> Callable:
+  """The pure step `(state, batch) -> (state, metrics)` (not yet jitted).
+
+  With `microbatch_tokens` > 0, a batch of more tokens is run as `k` equal
+  micro-batches (`num_microbatches`) in a `lax.scan` whose gradients are summed
+  (`loss_reduction="sum"`: the loss is a sum over examples) or averaged
+  (`"mean"`: a mean over examples), then one optimizer update: the same update
+  as the whole batch's to float rounding when dropout is off, with activations
+  (and XLA's temporary buffers) of one micro-batch only. Micro-batch `i` draws
+  its dropout from `fold_in(step_rng, i)`, so with dropout on the random masks
+  differ from the whole batch's (a different, equally valid draw). Only for
+  losses that decompose over examples that way: the caller says so.
+  Metrics are averaged over the micro-batches.
+  """
+  if loss_reduction not in ("mean", "sum"):
+    raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
+
+  def value_and_grads(params, batch, rng):
+    def objective(p):
+      return loss_fn(p, batch, rng, False)
+
+    return jax.value_and_grad(objective, has_aux=True)(params)
+
+  def accumulated(params, batch, rng, k):
+    def body(acc, xs):
+      i, chunk = xs
+      (loss, metrics), grads = value_and_grads(params, chunk, jax.random.fold_in(rng, i))
+      return jax.tree.map(jnp.add, acc, grads), (loss, metrics)
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    grads, (losses, metrics) = jax.lax.scan(
+      body, zeros, (jnp.arange(k), _split_microbatches(batch, k))
+    )
+    if loss_reduction == "mean":
+      grads = jax.tree.map(lambda g: g / k, grads)
+    loss = jnp.sum(losses) if loss_reduction == "sum" else jnp.mean(losses)
+    return (loss, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)), grads
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     step_rng = jax.random.fold_in(state.rng, state.step)
-
-    def objective(params):
-      return loss_fn(params, batch, step_rng, False)
-
-    (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    k = num_microbatches(batch, microbatch_tokens)
+    if k == 1:
+      (loss, metrics), grads = value_and_grads(state.params, batch, step_rng)
+    else:
+      (loss, metrics), grads = accumulated(state.params, batch, step_rng, k)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics)
@@ -176,6 +256,10 @@ class TrainTask:
     eval_fn: optional `(params, step, history) -> metrics`; `history` maps
       the steps of earlier evaluations (`str(step)`) to their metrics,
       restored from the checkpoint on resume.
+    microbatch_tokens: run a larger batch as micro-batches of at most this
+      many tokens with summed gradients (`make_train_step`); 0 = off. Only for
+      a loss that is a sum or mean over examples (`loss_reduction`).
+    loss_reduction: `"mean"` or `"sum"`, how `loss_fn` reduces over examples.
   """
 
   init_boxed_params: Callable[[jax.Array], PyTree]
@@ -185,6 +269,8 @@ class TrainTask:
   signature: dict | None = None
   learning_rate_fn: Callable[[int], float] | None = None
   eval_fn: EvalFn | None = None
+  microbatch_tokens: int = 0
+  loss_reduction: str = "mean"
 
 
 def train_loop(
@@ -234,7 +320,12 @@ def train_loop(
       return state, _finished_results(workdir, record, settings.total_steps, extra_results)
     batch_sharding = sharding.batch_sharding(mesh, rules)
     step_fn = jax.jit(
-      make_train_step(task.loss_fn, task.optimizer),
+      make_train_step(
+        task.loss_fn,
+        task.optimizer,
+        microbatch_tokens=task.microbatch_tokens,
+        loss_reduction=task.loss_reduction,
+      ),
       in_shardings=(shardings, batch_sharding),
       out_shardings=(shardings, None),
       donate_argnums=(0,),

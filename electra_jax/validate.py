@@ -336,6 +336,9 @@ def check_finetune_config(cfg, workdir: str | None = None) -> None:
   if _get(cfg, "recipe") is not _MISSING:
     recipes.resolve(cfg)  # an unknown recipe or switch value
   _int_at_least(cfg, "eval_batch_size", 1)
+  _int_at_least(
+    cfg, "microbatch_tokens", -1, label="--config.microbatch_tokens (-1 = auto, 0 = off)"
+  )
   _int_at_least(cfg, "seeds", 1, label="--config.seeds (--seeds)")
   _int_at_least(cfg, "max_train_examples", 0, label="--config.max_train_examples (0 = all)")
   _number_in(cfg, "warmup_fraction", 0.0, 1.0)

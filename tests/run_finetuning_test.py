@@ -259,3 +259,44 @@ def test_official_recipe_head_and_a_hf_classifier_keeps_its_head(tmp_path, tiny_
     _, tuned = pretrained.from_pretrained(str(tmp_path / f"ft_{head}" / "seed_0" / "last"))
     assert set(tuned) == {"electra", scope}
   assert "fine-tuning keeps its head" in caplog.text
+
+
+def _final_loss(seed_dir):
+  rows = [json.loads(line) for line in open(os.path.join(seed_dir, "metrics.jsonl"))]
+  return [r["loss"] for r in rows if "loss" in r][-1]
+
+
+def test_microbatched_training_matches_the_whole_batch_without_dropout(tmp_path, caplog):
+  """16 rows × 32 tokens as 4 micro-batches of 128 tokens: the same run to float rounding."""
+  caplog.set_level("INFO")
+  rng = np.random.RandomState(1)
+  rows = [(f"the film was {w}", w) for w in rng.choice(["good", "bad"], size=64)]
+  train = _custom(tmp_path, rows)
+  finals = {}
+  for tokens in (0, 128):
+    cfg = _cfg(
+      "task=custom,size=tiny", train_file=train, epochs=2, dropout=0.0, microbatch_tokens=tokens
+    )
+    run_finetuning.run(cfg, str(tmp_path / f"w{tokens}"), progress=False)
+    finals[tokens] = _final_loss(str(tmp_path / f"w{tokens}" / "seed_0"))
+  np.testing.assert_allclose(finals[128], finals[0], rtol=1e-4)
+  assert "runs as 4 micro-batches of 4 examples (microbatch_tokens=128)" in caplog.text
+
+
+def test_microbatching_only_for_losses_summed_or_averaged_per_example():
+  from electra_jax.tasks import adapters
+
+  cfg = _cfg("task=sst2,size=tiny", microbatch_tokens=256)
+  adapter = adapters.ClassificationAdapter.__new__(adapters.ClassificationAdapter)
+  adapter.recipe = {"loss_reduction": "mean"}
+  assert run_finetuning._microbatching(cfg, adapter, None) == {
+    "microbatch_tokens": 256,
+    "loss_reduction": "mean",
+  }
+  assert run_finetuning._microbatching(cfg, adapter, np.ones(2)) == {}  # a class-weighted mean
+  adapter.recipe = {"loss_reduction": "sum"}
+  assert run_finetuning._microbatching(cfg, adapter, np.ones(2))["loss_reduction"] == "sum"
+  assert (
+    run_finetuning._microbatching(_cfg("task=sst2,size=tiny", microbatch_tokens=0), adapter, None)
+    == {}
+  )

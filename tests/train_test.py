@@ -170,3 +170,77 @@ def test_sharded_steps_match_single_device(tmp_path, rules, single_device_run):
   assert abs(single["final_metrics"]["loss"] - sharded["final_metrics"]["loss"]) < 1e-5
   for a, b in zip(jax.tree.leaves(single_state.params), jax.tree.leaves(sharded_state.params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+  "rows, length, tokens, expected",
+  [
+    (32, 128, 2048, 2),
+    (32, 128, 1024, 4),
+    (32, 64, 2048, 1),
+    (12, 10, 50, 3),
+    (7, 10, 20, 7),
+    (8, 12, 0, 1),
+  ],
+)
+def test_num_microbatches_is_the_smallest_divisor_that_fits(rows, length, tokens, expected):
+  batch = {"input_ids": np.zeros((rows, length), np.int32), "labels": np.zeros((rows,), np.int32)}
+  assert train.num_microbatches(batch, tokens) == expected
+
+
+def _one_step(microbatch_tokens, reduction, deterministic):
+  """Params and metrics after one step of the tiny classifier on a batch of 12 × 12."""
+  init_boxed, loss_fn, _ = _setup()
+  params = train.strip_boxes(init_boxed(jax.random.PRNGKey(0)))
+  if reduction == "sum":  # the official recipe's summed loss
+
+    def fn(p, b, rng, det):
+      loss, m = loss_fn(p, b, rng, det)
+      return loss * b["labels"].shape[0], m
+
+  else:
+    fn = loss_fn
+  if deterministic:
+    base = fn
+
+    def fn(p, b, rng, det):
+      return base(p, b, rng, True)
+
+  optimizer = optax.sgd(0.1)
+  state = train.TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    opt_state=optimizer.init(params),
+    rng=jax.random.PRNGKey(1),
+  )
+  step = train.make_train_step(
+    fn, optimizer, microbatch_tokens=microbatch_tokens, loss_reduction=reduction
+  )
+  batch = next(SyntheticBatches(batch=12, length=12))
+  return jax.jit(step)(state, batch)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_microbatched_step_is_the_whole_batch_step_without_dropout(reduction):
+  whole, m_whole = _one_step(0, reduction, deterministic=True)
+  for tokens in (72, 48, 24):  # 2, 3 and 6 micro-batches of a 12-row batch of length 12
+    split, m_split = _one_step(tokens, reduction, deterministic=True)
+    for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(split.params)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    for k in ("loss", "grad_norm", "accuracy"):
+      np.testing.assert_allclose(float(m_whole[k]), float(m_split[k]), rtol=1e-5)
+
+
+def test_microbatched_step_with_dropout_draws_other_masks_and_one_batch_is_unchanged():
+  whole, m_whole = _one_step(0, "mean", deterministic=False)
+  fits, m_fits = _one_step(144, "mean", deterministic=False)  # 12 × 12 fits: today's step
+  split, m_split = _one_step(48, "mean", deterministic=False)
+  for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(fits.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert float(m_whole["loss"]) != float(m_split["loss"])  # another dropout draw
+  assert abs(float(m_whole["loss"]) - float(m_split["loss"])) < 0.1
+
+
+def test_microbatched_loss_reduction_is_checked():
+  with pytest.raises(ValueError, match="loss_reduction"):
+    train.make_train_step(lambda *a: None, optax.sgd(0.1), loss_reduction="token_mean")

@@ -84,6 +84,15 @@ class TaskAdapter:
     """`(params, batch, rng, deterministic) -> (loss, metrics)` for `train.TrainTask`."""
     raise NotImplementedError
 
+  def loss_reduction(self, weights: np.ndarray | None) -> str | None:
+    """`"sum"` / `"mean"` when `loss_fn` sums / averages a per-example loss over the batch.
+
+    Then the train step may run a batch as micro-batches with summed / averaged
+    gradients (`train.make_train_step`). None (the default): it may not, e.g.
+    a mean over tokens or a weighted mean.
+    """
+    return None
+
   def predictions(self, outputs, split: str):
     """Model outputs of `split` (a pytree of arrays stacked over its features) → predictions."""
     raise NotImplementedError
@@ -208,6 +217,11 @@ class ClassificationAdapter(TaskAdapter):
       return loss, {"accuracy": jnp.mean(logits.argmax(-1) == labels)}
 
     return loss_fn
+
+  def loss_reduction(self, weights):
+    """The recipe's sum / mean over examples; None for a class-weighted mean (not per-example)."""
+    reduction = self.recipe["loss_reduction"]
+    return None if weights is not None and reduction != "sum" else reduction
 
   def kept_heads(self):
     return tuple(recipes.HEAD_NAMES.values())

@@ -101,6 +101,10 @@ def get_config(arg=None):
   c.clip_norm = 1.0
   c.batch_size = 32
   c.eval_batch_size = 128
+  # Tokens per training micro-batch (gradients summed, one update: the batch's math, other
+  # dropout draws): -1 = auto (1,024 on CPU, where it is ~1.3x faster at 32 x 128 and needs
+  # ~40 % less memory; off on GPU/TPU), 0 = off. Only for losses summed/averaged per example.
+  c.microbatch_tokens = -1
   c.max_seq_length = 128
   c.max_train_examples = 0  # 0 = all; otherwise a prefix (quick experiments)
 
