@@ -137,7 +137,11 @@ class JaxRunner:
     # A cache hit would make compile_s a load time: off unless asked for.
     jax.config.update("jax_enable_compilation_cache", bool(spec.compilation_cache))
     fn, init, donate = self.build()
-    self.carry = jax.jit(init)(jax.random.PRNGKey(spec.seed))
+    # Inference params are made op by op, as a restored checkpoint would arrive: jitting
+    # the whole random init costs ~400 MiB of compile memory (peak RSS) that `predict`,
+    # which restores weights, never pays. Training steps init jitted, as the train loop.
+    make = init if spec.workload == "inference" else jax.jit(init)
+    self.carry = make(jax.random.PRNGKey(spec.seed))
     self.num_params = sum(x.size for x in jax.tree.leaves(_params_of(self.carry)))
     self.batches = [jax.device_put(b) for b in synthetic_batches(spec)]
     self._i = 0

@@ -1,5 +1,10 @@
 """Analytic model FLOPs of the benchmarked workloads, and the peak FLOP/s of common accelerators.
 
+The FLOPs a step executes, for achieved FLOP/s and MFU (`electra-jax bench`).
+For the paper's equal-compute matching of ELECTRA and MLM use
+`electra_jax/flops.py` instead: a term-by-term port of the official script
+with its conventions (training = 2 × forward, dense lookups by default).
+
 Counting rules: those of the official `flops_computation.py`
 (google-research/electra), per token of a sequence of length `s`, with hidden
 size `h`, embedding size `e`, FFN size `i`, `n` heads, vocabulary `v`:

@@ -423,6 +423,33 @@ def label_maps(hf_config: Mapping) -> dict[str, Any]:
   return out
 
 
+def label_names(extra: Mapping[str, Any], num_labels: int) -> list[str] | None:
+  """Class names in id order from a checkpoint's metadata, or None.
+
+  In order: `extra["label_map"]` (a list, or a `tasks.custom.LabelMap` JSON
+  dict), `extra["id2label"]` (converted from HF), the labels of the GLUE task
+  `extra["task"]` when it has `num_labels` classes.
+  """
+  if num_labels == 1:
+    return None
+  found = extra.get("label_map")
+  if isinstance(found, dict):
+    found = found.get("labels") or found.get("id2label")
+  if not found:
+    found = extra.get("id2label")
+  if isinstance(found, dict):
+    found = [found[k] for k in sorted(found, key=int)]
+  if found:
+    return [str(x) for x in found]
+  from electra_jax.tasks import glue
+
+  try:
+    task = glue.get_task(extra["task"]) if extra.get("task") else None
+  except ElectraError:  # "custom" or a user's task name
+    return None
+  return list(task.label_list) if task is not None and task.num_labels == num_labels else None
+
+
 def hf_config_dict(
   config: ElectraConfig,
   head: str | None,
@@ -436,11 +463,12 @@ def hf_config_dict(
   fields = {}
   if spec.labeled:
     n = int(head_kwargs.get("num_labels", 2))
-    id2label = extra.get("id2label") or {str(i): f"LABEL_{i}" for i in range(n)}
+    names = label_names(extra, n) or [f"LABEL_{i}" for i in range(n)]
+    id2label = {str(i): name for i, name in enumerate(names)}
     if len(id2label) != n:
       raise ElectraError(f"id2label has {len(id2label)} labels but the head has num_labels={n}")
     fields["id2label"] = {str(k): v for k, v in id2label.items()}
-    fields["label2id"] = extra.get("label2id") or {v: int(k) for k, v in id2label.items()}
+    fields["label2id"] = {v: int(k) for k, v in id2label.items()}
   for name in spec.hf_config_kwargs:
     if name in head_kwargs:
       fields[name] = head_kwargs[name]

@@ -10,6 +10,7 @@ shared parser for their own argument (the `size=small` after the colon).
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 from collections.abc import Iterable, Mapping
 
@@ -68,6 +69,43 @@ def parse_arg(
     if out[key] not in allowed:
       raise ValueError(f"unknown {key} {out[key]!r}; choose from {', '.join(allowed)}")
   return out
+
+
+# Keys of experiments/configs/glue.py that only sentence(-pair) classification reads.
+CLASSIFICATION_ONLY_KEYS = (
+  "data_dir",
+  "text_column",
+  "text_pair_column",
+  "label_column",
+  "regression",
+  "class_weights",
+  "augment",
+  "head",
+  "double_unordered",
+  "scale_regression",
+  "write_test_predictions",
+)
+
+
+def finetuning_base_config(
+  config_file: str, size: str, keep: Iterable[str] = ()
+) -> ml_collections.ConfigDict:
+  """`glue.py`'s config beside `config_file` for `size`, minus the classification-only keys.
+
+  The fine-tuning configs of other tasks (SQuAD, token classification,
+  multiple choice) start from it: the keys every task shares (model,
+  optimizer, seeds, mesh, recipe switches) stay `glue.py`'s. `keep` names
+  classification-only keys the task reads too (e.g. SQuAD's `head`).
+  """
+  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), "glue.py")
+  spec = importlib.util.spec_from_file_location("_electra_glue_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config(f"task=custom,size={size}")
+  for key in CLASSIFICATION_ONLY_KEYS:
+    if key not in keep:
+      del c[key]
+  return c
 
 
 def load_config(

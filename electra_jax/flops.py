@@ -1,5 +1,12 @@
 """Analytic pretraining FLOPs, counted by the rules of the official `flops_computation.py`.
 
+This is the count for *matching compute* between ELECTRA and MLM (the paper's
+convention, used by `electra-jax reproduce cpu`). Its sibling
+`electra_jax/bench_flops.py` counts the FLOPs a step *executes* (3 × forward,
+sparse lookups) for achieved FLOP/s and MFU in `electra-jax bench`; the two
+differ on purpose (see bench_flops.py's list of deviations) and are not
+interchangeable.
+
 google-research/electra's `flops_computation.py` is how the paper puts ELECTRA
 and BERT "at equal compute" (Table 1, Figure 4). `TransformerHparams` below is
 that code, ported term by term (the same constants, the same dict of terms,

@@ -26,7 +26,7 @@ throughput no longer falls with the batch (same outputs up to float
 rounding: each row is computed alone). On GPU and TPU, which want big
 batches, the function runs unchanged (`lax.platform_dependent`).
 
-`bucket_length` (from `serving`) pads a batch only to the next power of two
+`bucket_length` pads a batch only to the next power of two
 of its longest row, so short inputs do not pay for 128 or 512 positions;
 `make_batched_predict` sorts rows by length so that batches are short
 together.
@@ -41,11 +41,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from electra_jax.serving import bucket_length
-
 # Tokens per micro-batch on CPU: ELECTRA-Small at length 128 reached its best
 # per-token CPU time at 8 rows (1,024 tokens) and the same tokens/s as 16 rows.
 CHUNK_TOKENS = 1024
+_MIN_BUCKET = 16
+
+
+def bucket_length(length: int, max_seq_length: int) -> int:
+  """The padded length for a batch whose longest row has `length` tokens.
+
+  Powers of two from 16, capped at `max_seq_length`: at most
+  log2(max_seq_length / 8) compiled shapes, padding waste under 2x.
+  """
+  bucket = _MIN_BUCKET
+  while bucket < length:
+    bucket *= 2
+  return min(bucket, max_seq_length)
 
 
 def chunk_rows(row_tokens: int, tokens: int = CHUNK_TOKENS) -> int:

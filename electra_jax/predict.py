@@ -155,29 +155,18 @@ class Classifier(NamedTuple):
 def _label_map(path: str, extra: dict, num_labels: int) -> list[str] | None:
   """Label names in class-id order, from the checkpoint's metadata.
 
-  In order: `extra["label_map"]` (a list, or a `tasks.custom.LabelMap` JSON
-  dict), `extra["id2label"]` (converted from HF), a `label_map.json` in the
-  directory, the labels of the GLUE task `extra["task"]`; else None (the
+  A `label_map.json` in the directory, then `convert.label_names` (the
+  stored label map, HF `id2label`, the GLUE task's labels); else None (the
   predictor then names classes "0", "1", ...).
   """
+  from electra_jax import convert
+
   if num_labels == 1:
     return None
-  found = extra.get("label_map")
-  if found is None and os.path.isfile(os.path.join(path, "label_map.json")):
-    found = _read_json(os.path.join(path, "label_map.json"))
-  if isinstance(found, dict):
-    found = found.get("labels") or found.get("id2label")
-  if isinstance(found, dict):
-    found = [found[k] for k in sorted(found, key=int)]
-  if found:
-    return [str(x) for x in found]
-  if extra.get("id2label"):  # converted from HF
-    id2label = extra["id2label"]
-    return [str(id2label[k]) for k in sorted(id2label, key=int)]
-  task = _glue_task_named(extra.get("task"))
-  if task is not None and task.num_labels == num_labels:
-    return list(task.label_list)
-  return None
+  meta = dict(extra)
+  if meta.get("label_map") is None and os.path.isfile(os.path.join(path, "label_map.json")):
+    meta["label_map"] = _read_json(os.path.join(path, "label_map.json"))
+  return convert.label_names(meta, num_labels)
 
 
 def _glue_task_named(name):

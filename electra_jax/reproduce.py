@@ -429,6 +429,9 @@ def _pretrain(plan, workdir, record, name, objective, steps, data_dir, progress)
   from electra_jax import run_pretraining
 
   wd = os.path.join(workdir, f"pretrain_{name}")
+  if record.done(f"pretrain_{name}") and os.path.isdir(os.path.join(wd, "final")):
+    log.info("[pretrain %s] finished before, in %s", name, wd)
+    return wd
   cfg = _load(
     "pretrain.py",
     f"size=tiny,objective={objective}",
@@ -451,6 +454,9 @@ def _finetune(plan, workdir, record, init, task, n, length, pretrain_dirs, progr
 
   wd = os.path.join(workdir, "finetune", init, task)
   stage = f"finetune_{init}_{task}"
+  if record.done(stage) and os.path.isdir(wd):
+    log.info("[finetune %s %s] finished before, in %s", init, task, wd)
+    return wd
   cfg = _load(
     "glue.py",
     f"task={task},size={FINETUNE_SIZE}",

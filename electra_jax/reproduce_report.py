@@ -33,30 +33,35 @@ def shown_path(path: str) -> str:
 # How the default plan (electra_jax/reproduce.py: make_plan, DEFAULT_TASKS,
 # ELECTRA_STEPS_PER_HOUR) was sized; shown in every report.
 CALIBRATION = """\
-Measured on the project's shared 2-core VM on 2026-12-02 while 7–8 other engineers ran jobs (load average 8–14),
-so each number is several times the quiet-machine time; the quiet reference is experiments/results/README.md 1d
-(tiny 64×2 ELECTRA, batch 16×128: 14.5–15k tokens/s, i.e. 0.14 s/step, on the quiet machine):
+Measured on the 2-core VM (AMD EPYC, Zen 5) on 2026-12-02 with nothing else running (load average 1–2):
 
-| what (hidden 128 × 4 layers, batch 32 × 128) | measured | load average |
-|---|---:|---:|
-| ELECTRA step (generator 32 wide) | 1.6–3.3 s | 8 |
-| ELECTRA step, in the real run | 4.8 s | 14 |
-| MLM step (the same encoder, full-size masked LM) | 3.8–5.9 s | 10–13 |
-| compiling one pretraining step | 94–214 s | 8–14 |
+| what (hidden 128 × 4 layers, batch 32 × 128) | measured |
+|---|---:|
+| ELECTRA step (generator 32 wide) | 0.39–0.48 s |
+| MLM step (the same encoder, full-size masked LM) | 0.38–0.41 s |
+| compiling one pretraining step | 2–15 s (persistent compile cache: the lower end) |
+| ELECTRA pretraining, 900 steps, in the full run | 7.1 min |
+| MLM pretraining, 972 steps, in the full run | 6.7 min |
+| fine-tuning, 15 stages × 3 seeds, in the full run | 26.2 min |
+| the whole command from a clean clone | 40.2 min |
 
-Estimated quiet-machine cost of the default plan: ~0.6 s per pretraining step, so 900 ELECTRA steps + the
-FLOP-matched MLM steps ≈ 20 min; fine-tuning: 3 initialisations × 3 seeds × ≈ 48k example-passes (length-64
-equivalents: SST-2 2,000 × 3 epochs, CoLA 2,000 × 3, MRPC 1,000 × 2 orders × 3 at length 128, STS-B 600 × 2 × 10,
-RTE 600 × 10 at length 128) at ≈ 350 examples/s ≈ 21 min, plus 15 compilations and the dev evaluations ≈ 60 min in
-all. Hidden 128 × 4 layers (half ELECTRA-Small's width, a third of its depth, its embedding size 128) is the
-largest encoder for which both pretrainings see the ~1.9 M-token corpus about twice within that share; a smaller
-one (64 × 2) was measured in 1b/1d not to beat training from scratch after 300–600 steps.
+(An earlier calibration on the same VM under load average 8–14 measured 1.6–5.9 s per pretraining step and
+estimated 0.6 s on a quiet machine; the plan below was sized from that estimate, so the default plan uses ~40 of
+its 60 minutes. Raising `ELECTRA_STEPS_PER_HOUR` in `electra_jax/reproduce.py` to ~1,500 would spend the rest on
+pretraining.) Fine-tuning: 3 initialisations × 3 seeds × ≈ 48k example-passes (length-64 equivalents: SST-2
+2,000 × 3 epochs, CoLA 2,000 × 3, MRPC 1,000 × 2 orders × 3 at length 128, STS-B 600 × 2 × 10, RTE 600 × 10 at
+length 128), in micro-batches of 1,024 tokens (`microbatch_tokens`). Hidden 128 × 4 layers (half ELECTRA-Small's
+width, a third of its depth, its embedding size 128) lets both pretrainings see the ~1.9 M-token corpus about
+twice; a smaller one (64 × 2) was measured in experiments/results/README.md 1b/1d not to beat training from
+scratch after 300–600 steps.
 
 Learning rate: the first full run used peak LR 5e-4 (the `tiny` preset's, batch 32, 90 warmup steps). Its
 discriminator learnt for ~100 steps (step 100: loss 0.35, replaced recall 0.21) and then sat at the base rate from
 step 150 to 400 (loss 0.407 = the entropy of the 14.7 % replaced labels, recall 0.006; generator loss 6.9 → 6.5),
 the same pattern as the 128-wide collapse in experiments/results/README.md 1d; it was stopped at step 400 and the
-default became 2.5e-4 (peak LR halved for the doubled width), for both models."""
+default became 2.5e-4 (peak LR halved for the doubled width), for both models. At 2.5e-4 the discriminator
+follows the same course (the pretraining curves above; in the run of 2026-12-02 03:19 UTC replaced recall was 0.43
+at step 125 and 0.04 from step 325 on), so the stall is not (only) the learning rate."""
 
 # The paper's numbers the run is compared with (Clark et al., 2020, Table 1; GLUE dev).
 PAPER = {"electra_small": 79.9, "bert_small": 75.1}

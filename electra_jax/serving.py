@@ -10,8 +10,9 @@ function: the jitted Flax model (`electra_jax.predict.load_predictor`) or the
     predictor.predict(["a gripping film", "dull"])
     # [{"label": "1", "probabilities": {"0": 0.1, "1": 0.9}}, ...]
 
-This module needs only jax, numpy and `electra_jax.tokenization`: it imports
-no model, training or checkpoint code, so a serving image can ship without
+This module needs only jax, numpy, `electra_jax.tokenization` and
+`electra_jax.inference` (jax and numpy only): it imports no model, training
+or checkpoint code, so a serving image can ship without
 flax, optax or orbax.
 
 Shapes are fixed so that XLA compiles a handful of programs, not one per
@@ -32,6 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from electra_jax.errors import ElectraError
+from electra_jax.inference import bucket_length, microbatched  # noqa: F401 (bucket_length: public here too)
 
 EXPORT_FILE = "model.jaxexport"
 PARAMS_FILE = "params.npz"
@@ -39,7 +41,6 @@ SERVING_CONFIG = "serving_config.json"
 EXPORT_FORMAT = "electra-jax-export"
 EXPORT_VERSION = 1
 EMPTY_INPUT = "empty input"
-_MIN_BUCKET = 16
 
 Forward = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -50,18 +51,6 @@ class Encoded(NamedTuple):
   input_ids: np.ndarray  # (length,) int32
   token_type_ids: np.ndarray  # (length,) int32
   truncated: bool  # the text was longer than max_seq_length
-
-
-def bucket_length(length: int, max_seq_length: int) -> int:
-  """The padded length for a batch whose longest row has `length` tokens.
-
-  Powers of two from 16, capped at `max_seq_length`: at most
-  log2(max_seq_length / 8) compiled shapes, padding waste under 2x.
-  """
-  bucket = _MIN_BUCKET
-  while bucket < length:
-    bucket *= 2
-  return min(bucket, max_seq_length)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -350,11 +339,14 @@ def load_exported_call(path: str | os.PathLike) -> tuple[Callable, dict[str, Any
       f"{path} was exported for {', '.join(exported.platforms)} but this machine runs {platform}: "
       "re-export with `--platforms` including it"
     )
+  # On CPU a large batch runs as cache-sized micro-batches, as the live model's
+  # predict does (electra_jax.inference; the batch dimension is symbolic).
   if not cfg.get("params_file"):
-    return jax.jit(exported.call), cfg
+    run = jax.jit(microbatched(lambda _, *inputs: exported.call(*inputs)))
+    return (lambda ids, mask, types: run((), ids, mask, types)), cfg
   params = load_params_npz(os.path.join(path, cfg["params_file"]))
   params = {k: jax.device_put(v) for k, v in params.items()}
-  run = jax.jit(exported.call)
+  run = jax.jit(microbatched(exported.call))
   return (lambda ids, mask, types: run(params, ids, mask, types)), cfg
 
 

@@ -319,17 +319,7 @@ def train_loop(
       ckpt.close()
       return state, _finished_results(workdir, record, settings.total_steps, extra_results)
     batch_sharding = sharding.batch_sharding(mesh, rules)
-    step_fn = jax.jit(
-      make_train_step(
-        task.loss_fn,
-        task.optimizer,
-        microbatch_tokens=task.microbatch_tokens,
-        loss_reduction=task.loss_reduction,
-      ),
-      in_shardings=(shardings, batch_sharding),
-      out_shardings=(shardings, None),
-      donate_argnums=(0,),
-    )
+    step_fn = _jitted_step(task, shardings, batch_sharding)
     start = int(jax.device_get(state.step))
     ctx = hooks.LoopContext(
       workdir=workdir,
@@ -355,6 +345,22 @@ def train_loop(
   }
   write_results(workdir, results)
   return state, results
+
+
+def _jitted_step(task: TrainTask, shardings, batch_sharding) -> Callable:
+  """The task's train step, jitted with explicit shardings and the state donated."""
+  step = make_train_step(
+    task.loss_fn,
+    task.optimizer,
+    microbatch_tokens=task.microbatch_tokens,
+    loss_reduction=task.loss_reduction,
+  )
+  return jax.jit(
+    step,
+    in_shardings=(shardings, batch_sharding),
+    out_shardings=(shardings, None),
+    donate_argnums=(0,),
+  )
 
 
 def make_hooks(task: TrainTask, settings: LoopSettings) -> list[hooks.Hook]:

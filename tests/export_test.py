@@ -63,6 +63,37 @@ def test_export_round_trip_equals_live_model(
   np.testing.assert_allclose(outputs["probabilities"], softmax(np.asarray(outputs["logits"])), 1e-5)
 
 
+@pytest.mark.parametrize("embed_params", [False, True])
+def test_exported_call_runs_a_large_batch_in_micro_batches(classifier, tmp_path, embed_params):
+  """On CPU, 100 rows × 16 tokens (64 rows per 1,024-token micro-batch: 2, the last padded)
+  give the raw exported function's outputs for each row."""
+  from electra_jax import inference
+
+  out = export.export_model(classifier, tmp_path / "exported", embed_params=embed_params)
+  call, _ = serving.load_exported_call(out)
+  rng = np.random.RandomState(0)
+  ids = rng.randint(1, 50, size=(100, 16)).astype(np.int32)
+  mask = np.ones_like(ids)
+  mask[::3, 9:] = 0
+  assert inference.chunk_rows(16) == 64
+  got = call(ids, mask, np.zeros_like(ids))
+  fn = jax.export.deserialize(bytearray(open(os.path.join(out, serving.EXPORT_FILE), "rb").read()))
+  params = (
+    () if embed_params else (serving.load_params_npz(os.path.join(out, serving.PARAMS_FILE)),)
+  )
+  for rows in (slice(0, 7), slice(60, 70), slice(93, 100)):
+    want = fn.call(*params, ids[rows], mask[rows], np.zeros_like(ids[rows]))
+    np.testing.assert_allclose(
+      np.asarray(got["logits"])[rows], want["logits"], rtol=1e-5, atol=1e-6
+    )
+  text = (
+    jax.jit(inference.microbatched(lambda p, *x: fn.call(*params, *x)))
+    .lower((), ids, mask, np.zeros_like(ids))
+    .as_text()
+  )
+  assert "while" in text  # the lax.map over micro-batches is in the program
+
+
 def test_export_for_another_platform_is_refused_on_load(classifier, tmp_path):
   out = export.export_model(classifier, tmp_path / "tpu", platforms=["tpu"])
   with pytest.raises(ElectraError, match="exported for tpu but this machine runs cpu"):

@@ -234,8 +234,12 @@ def test_hf_classifier_directory_predicts_like_its_checkpoint(classifier, tmp_pa
   from_hf = predict.load_predictor(hf_dir).predict(texts)
   live = predict.load_predictor(classifier).predict(texts)
   for a, b in zip(from_hf, live):
-    # HF's config.json names the classes by id2label (LABEL_i unless the checkpoint had names).
+    # HF's config.json names the classes by the checkpoint's label map (id2label), not LABEL_i.
+    assert a["label"] == b["label"] and list(a["probabilities"]) == list(b["probabilities"])
     np.testing.assert_allclose(list(a["probabilities"].values()), list(b["probabilities"].values()))
+  hf_config = json.load(open(os.path.join(hf_dir, "config.json")))
+  assert list(hf_config["id2label"].values()) == list(live[0]["probabilities"])
+  assert hf_config["label2id"] == {v: int(k) for k, v in hf_config["id2label"].items()}
   with pytest.raises(ElectraError, match="max sequence length 100 is not usable"):
     predict.load_predictor(hf_dir, max_seq_length=100)
 

@@ -242,12 +242,23 @@ def test_toy_pipeline_end_to_end(tmp_path, capsys, shared_data):
   table = record["report"]["glue"]
   # A re-run skips every stage and gives the same table.
   os.remove(out)
+  capsys.readouterr()  # the first run's output
   assert cli.main(argv) == 0
-  assert "nothing to do" in capsys.readouterr().out
+  rerun = capsys.readouterr().out
+  assert rerun.count("finished before") == 2 + 3 * len(record["plan"]["tasks"])
+  assert "compiling" not in rerun  # no job was started again
   record2 = json.loads((tmp_path / "w" / "reproduce.json").read_text())
   assert record2["report"]["glue"] == table
   assert len(record2["invocations"]) == 2
   assert out.exists()
+  # A workdir moved elsewhere (another disk, another clone) still resumes: nothing re-runs.
+  import shutil
+
+  shutil.copytree(tmp_path / "w", tmp_path / "moved")
+  assert cli.main([a if a != str(tmp_path / "w") else str(tmp_path / "moved") for a in argv]) == 0
+  assert "compiling" not in capsys.readouterr().out
+  record3 = json.loads((tmp_path / "moved" / "reproduce.json").read_text())
+  assert record3["report"]["glue"] == table
 
 
 def test_report_only_labels_partial_results(tmp_path, capsys, shared_data):

@@ -13,41 +13,14 @@ official ELECTRA code has no multiple-choice task: the default recipe is
 `size` only; every key can be overridden with `--config.<key>=<value>`.
 """
 
-import importlib.util
-import os
-
 from electra_jax import config as config_lib
 from electra_jax import experiment
-
-# Keys of glue.py that only sentence(-pair) classification reads.
-_CLASSIFICATION_ONLY = (
-  "data_dir",
-  "text_column",
-  "text_pair_column",
-  "regression",
-  "class_weights",
-  "augment",
-  "head",
-  "double_unordered",
-  "scale_regression",
-  "write_test_predictions",
-)
-
-
-def _glue_config(size):
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "glue.py")
-  spec = importlib.util.spec_from_file_location("_electra_glue_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(f"task=custom,size={size}")
 
 
 def get_config(arg=None):
   """Returns the multiple-choice ConfigDict for `arg` (e.g. "size=small")."""
   args = experiment.parse_arg(arg, {"size": "small"}, choices={"size": config_lib.SIZES})
-  c = _glue_config(args["size"])
-  for key in _CLASSIFICATION_ONLY:
-    del c[key]
+  c = experiment.finetuning_base_config(__file__, args["size"], keep=("label_column",))
   c.task = "multiple_choice"
   c.context_column = "sent1"  # first segment of every choice
   c.prefix_column = "sent2"  # put before each ending in the second segment; "" = none

@@ -16,9 +16,6 @@ learning rates per size (1e-4 small and base, 5e-5 large; layer-wise decay
 every key can be overridden with `--config.<key>=<value>`.
 """
 
-import importlib.util
-import os
-
 from ml_collections.config_dict import placeholder
 
 from electra_jax import config as config_lib
@@ -33,27 +30,6 @@ _RECIPES = {
   "base": (1e-4, 0.8),
   "large": (5e-5, 0.9),
 }
-# Keys of glue.py that only sentence(-pair) classification reads.
-_CLASSIFICATION_ONLY = (
-  "data_dir",
-  "text_column",
-  "text_pair_column",
-  "label_column",
-  "regression",
-  "class_weights",
-  "augment",  # dropping or shuffling tokens would move the answer spans
-  "double_unordered",
-  "scale_regression",
-  "write_test_predictions",
-)
-
-
-def _glue_config(size):
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "glue.py")
-  spec = importlib.util.spec_from_file_location("_electra_glue_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(f"task=custom,size={size}")
 
 
 def get_config(arg=None):
@@ -63,9 +39,7 @@ def get_config(arg=None):
     {"version": "1.1", "size": "small"},
     choices={"version": ("1.1", "2.0"), "size": config_lib.SIZES},
   )
-  c = _glue_config(args["size"])
-  for key in _CLASSIFICATION_ONLY:
-    del c[key]
+  c = experiment.finetuning_base_config(__file__, args["size"], keep=("head",))
   c.task = "squad"
   c.version = args["version"]
   c.recipe = "official"
