@@ -317,13 +317,17 @@ def _command(sub: str, config: str, workdir: str, overrides: dict) -> str:
 
 
 def _sha256(paths) -> str:
-  h = hashlib.sha256()
-  for path in paths:
-    h.update(os.path.basename(path).encode() + b"\0")
+  """One fingerprint of files' names (not directories) and contents, whatever order they come in."""
+
+  def digest(path):
+    h = hashlib.sha256()
     with open(path, "rb") as f:
       for block in iter(lambda: f.read(1 << 20), b""):
         h.update(block)
-  return h.hexdigest()[:16]
+    return h.hexdigest()
+
+  entries = sorted(f"{os.path.basename(p)}\0{digest(p)}" for p in paths)
+  return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
 
 
 def _files(path: str) -> list[str]:
@@ -344,8 +348,7 @@ def plan_identity(plan: Plan) -> dict:
   """
   ident = json.loads(json.dumps(dataclasses.asdict(plan)))
   ident["tokenizer"] = _sha256(_files(plan.tokenizer))
-  corpus = {os.path.abspath(f) for p in plan.corpus for f in glob.glob(p)}
-  ident["corpus"] = _sha256(sorted(corpus, key=os.path.basename))
+  ident["corpus"] = _sha256({os.path.abspath(f) for p in plan.corpus for f in glob.glob(p)})
   files = [glue.split_path(t, plan.glue_dir, s) for t, _, _ in plan.tasks for s in ("train", "dev")]
   ident["glue_dir"] = _sha256([f for f in files if os.path.exists(f)])
   return ident
