@@ -319,7 +319,7 @@ def _build_finetune(spec: Spec, cfg):
     return loss, {}
 
   step = train.make_train_step(
-    loss_fn, optimizer, microbatch_tokens=_train_microbatch_tokens(spec), loss_reduction="mean"
+    loss_fn, optimizer, microbatch_tokens=_microbatch_tokens(spec), loss_reduction="mean"
   )
   return step, create_state, True
 
@@ -349,16 +349,16 @@ def _build_inference(spec: Spec, cfg):
   return fn, init, False
 
 
-def _microbatch_tokens(spec: Spec) -> int:
-  from electra_jax import inference
+def _microbatch_tokens(spec: Spec) -> int | None:
+  """Tokens per micro-batch of the workload as `predict` / the fine-tuning step run it;
+  None for pretraining (whose step is not micro-batched)."""
+  from electra_jax import inference, train
 
-  return inference.CHUNK_TOKENS if spec.microbatch_tokens < 0 else spec.microbatch_tokens
-
-
-def _train_microbatch_tokens(spec: Spec) -> int:
-  from electra_jax import train
-
-  return train.default_microbatch_tokens() if spec.microbatch_tokens < 0 else spec.microbatch_tokens
+  if spec.workload == "pretrain":
+    return None
+  if spec.workload == "inference" and spec.microbatch_tokens < 0:
+    return inference.CHUNK_TOKENS
+  return train.resolve_microbatch_tokens(spec.microbatch_tokens)
 
 
 def _params_of(carry):
@@ -562,10 +562,7 @@ def _report(spec: Spec, cfg, flops: dict, side: dict, load_before, load_after) -
     "batch": spec.batch,
     "seq": spec.seq,
     "overrides": list(spec.overrides),
-    **({"microbatch_tokens": _microbatch_tokens(spec)} if spec.workload == "inference" else {}),
-    **(
-      {"microbatch_tokens": _train_microbatch_tokens(spec)} if spec.workload == "finetune" else {}
-    ),
+    **({"microbatch_tokens": _microbatch_tokens(spec)} if spec.workload != "pretrain" else {}),
     **timing,
     "compile_s": jax_side["compile_s"],
     "peak_rss_mib": jax_side["peak_rss_mib"],

@@ -430,8 +430,6 @@ def label_names(extra: Mapping[str, Any], num_labels: int) -> list[str] | None:
   dict), `extra["id2label"]` (converted from HF), the labels of the GLUE task
   `extra["task"]` when it has `num_labels` classes.
   """
-  if num_labels == 1:
-    return None
   found = extra.get("label_map")
   if isinstance(found, dict):
     found = found.get("labels") or found.get("id2label")
@@ -443,10 +441,7 @@ def label_names(extra: Mapping[str, Any], num_labels: int) -> list[str] | None:
     return [str(x) for x in found]
   from electra_jax.tasks import glue
 
-  try:
-    task = glue.get_task(extra["task"]) if extra.get("task") else None
-  except ElectraError:  # "custom" or a user's task name
-    return None
+  task = glue.find_task(extra.get("task"))
   return list(task.label_list) if task is not None and task.num_labels == num_labels else None
 
 
@@ -464,11 +459,10 @@ def hf_config_dict(
   if spec.labeled:
     n = int(head_kwargs.get("num_labels", 2))
     names = label_names(extra, n) or [f"LABEL_{i}" for i in range(n)]
-    id2label = {str(i): name for i, name in enumerate(names)}
-    if len(id2label) != n:
-      raise ElectraError(f"id2label has {len(id2label)} labels but the head has num_labels={n}")
-    fields["id2label"] = {str(k): v for k, v in id2label.items()}
-    fields["label2id"] = {v: int(k) for k, v in id2label.items()}
+    if len(names) != n:
+      raise ElectraError(f"id2label has {len(names)} labels but the head has num_labels={n}")
+    fields["id2label"] = {str(i): name for i, name in enumerate(names)}
+    fields["label2id"] = {name: i for i, name in enumerate(names)}
   for name in spec.hf_config_kwargs:
     if name in head_kwargs:
       fields[name] = head_kwargs[name]

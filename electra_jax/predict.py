@@ -169,27 +169,22 @@ def _label_map(path: str, extra: dict, num_labels: int) -> list[str] | None:
   return convert.label_names(meta, num_labels)
 
 
-def _glue_task_named(name):
-  from electra_jax.tasks import glue
-
-  try:
-    return glue.get_task(name) if name else None
-  except ElectraError:  # "custom" or a user's name
-    return None
-
-
 def _text_columns(extra: dict) -> tuple[str, ...]:
   """The input fields the model was trained on: stored, else its GLUE task's."""
   stored = extra.get("text_columns")
   if isinstance(stored, (list, tuple)) and all(isinstance(c, str) and c for c in stored):
     return tuple(stored)[:2]
-  task = _glue_task_named(extra.get("task"))
+  from electra_jax.tasks import glue
+
+  task = glue.find_task(extra.get("task"))
   return tuple(task.text_columns) if task is not None else ()
 
 
 def _glue_task(predictor: serving.Predictor):
   """The predictor's GLUE task, when its outputs match that task's labels."""
-  task = _glue_task_named(predictor.task)
+  from electra_jax.tasks import glue
+
+  task = glue.find_task(predictor.task)
   if task is None or task.num_labels != predictor.num_labels:
     return None
   if not task.is_regression and list(task.label_list) != predictor.label_map:

@@ -155,15 +155,14 @@ def _run(forward, features: dict, batch_size: int, progress: bool, log) -> np.nd
 
 
 def label_list(extra: dict, num_labels: int) -> list[str]:
-  """Tag names in class-id order: the stored label map, else HF `id2label`, else `LABEL_i`."""
-  labels = extra.get("label_map")
-  if not labels and extra.get("id2label"):
-    labels = [extra["id2label"][k] for k in sorted(extra["id2label"], key=int)]
-  if not labels:
-    labels = [f"LABEL_{i}" for i in range(num_labels)]
+  """Tag names in class-id order: `convert.label_names` (the stored label map, HF
+  `id2label`), else `LABEL_i`."""
+  from electra_jax import convert
+
+  labels = convert.label_names(extra, num_labels) or [f"LABEL_{i}" for i in range(num_labels)]
   if len(labels) != num_labels:
     raise ElectraError(f"the model has {num_labels} labels but its label map {len(labels)}")
-  return [str(x) for x in labels]
+  return labels
 
 
 def predict_tags(path, input_path, output_path, *, batch_size, max_seq_length, fmt, evaluate,

@@ -43,7 +43,7 @@ import time
 from electra_jax import config as config_lib
 from electra_jax import experiment, flops
 from electra_jax.errors import ElectraError
-from electra_jax.job_setup import SAMPLE_DATA, SHARED_DATA
+from electra_jax.job_setup import DEFAULT_GLUE_DIR, SAMPLE_DATA, SHARED_DATA
 from electra_jax.reproduce_report import INIT_LABELS, INITS, shown_path
 from electra_jax.tasks import glue
 
@@ -51,11 +51,10 @@ log = logging.getLogger(__name__)
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CONFIGS = os.path.join(_REPO, "experiments", "configs")
-_SHARED = SHARED_DATA
 DEFAULT_CORPUS = (
-  os.path.join(_SHARED, "text", "gutenberg", "*.txt"),
-  os.path.join(_SHARED, "text", "wikitext-2-raw", "wiki.valid.raw"),
-  os.path.join(_SHARED, "text", "wikitext-2-raw", "wiki.test.raw"),
+  os.path.join(SHARED_DATA, "text", "gutenberg", "*.txt"),
+  os.path.join(SHARED_DATA, "text", "wikitext-2-raw", "wiki.valid.raw"),
+  os.path.join(SHARED_DATA, "text", "wikitext-2-raw", "wiki.test.raw"),
 )
 TASK_LABELS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "rte": "RTE"}
 # Training examples per task (a prefix of train.tsv; 0 = all) and the fine-tuning length.
@@ -178,7 +177,7 @@ def make_plan(
   tokenizer = tokenizer or os.path.join(SAMPLE_DATA, "vocab.txt")
   if not os.path.exists(tokenizer):
     raise ElectraError(f"--tokenizer {tokenizer}: no such file or directory")
-  glue_dir = glue_dir or os.path.join(_SHARED, "glue_data")
+  glue_dir = glue_dir or DEFAULT_GLUE_DIR
   if not os.path.isdir(glue_dir):
     raise ElectraError(f"--glue-dir {glue_dir}: not a directory (download_glue_data.py layout)")
   names = tuple(tasks) if tasks else tuple(DEFAULT_TASKS)

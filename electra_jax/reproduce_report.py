@@ -11,7 +11,7 @@ import json
 import os
 import statistics
 
-from electra_jax import glue_report
+from electra_jax import fileio, glue_report
 from electra_jax.errors import ElectraError
 from electra_jax.job_setup import SHARED_DATA
 
@@ -483,8 +483,7 @@ def write(
   lines += _flops_section(plan, fl)
   lines += _setup_section(plan, fl, stages, provenance)
   lines += _wall_time_section(record, stages, cmds, provenance)
-  with open(out, "w", encoding="utf-8") as f:
-    f.write("\n".join(lines))
+  fileio.atomic_write_text(out, "\n".join(lines))
   return {
     "markdown": out,
     "plots": [pt_png, glue_png],

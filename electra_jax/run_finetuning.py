@@ -398,13 +398,11 @@ def _learning_rate_fn(cfg, recipe: dict, total_steps: int):
 def _microbatching(cfg, adapter: adapters.TaskAdapter, weights) -> dict:
   """`TrainTask`'s micro-batch settings: `microbatch_tokens` (-1 = auto), when the loss allows."""
   reduction = adapter.loss_reduction(weights)
-  tokens = int(cfg.get("microbatch_tokens", -1))
-  if tokens < 0:
-    tokens = train.default_microbatch_tokens()
+  tokens = train.resolve_microbatch_tokens(int(cfg.get("microbatch_tokens", -1)))
   if reduction is None or tokens == 0:
     return {}
   rows, length = int(cfg.batch_size), int(cfg.max_seq_length)
-  k = train.num_microbatches({"input_ids": np.zeros((rows, length))}, tokens)
+  k = train.microbatch_count(rows, length, tokens)
   if k > 1:
     log.info(
       "each training step runs as %d micro-batches of %d examples (microbatch_tokens=%d)",

@@ -109,26 +109,34 @@ def check_workdir_signature(workdir: str, signature: dict, *, resuming: bool = T
 CPU_MICROBATCH_TOKENS = 1024
 
 
-def default_microbatch_tokens() -> int:
-  """`CPU_MICROBATCH_TOKENS` on the CPU backend, 0 (off) on GPU/TPU."""
+def resolve_microbatch_tokens(setting: int) -> int:
+  """A `microbatch_tokens` setting made concrete: -1 (auto) is `CPU_MICROBATCH_TOKENS` on
+  the CPU backend and 0 (off) on GPU/TPU; other values are kept."""
+  if setting >= 0:
+    return setting
   return CPU_MICROBATCH_TOKENS if jax.default_backend() == "cpu" else 0
 
 
-def num_microbatches(batch: dict, microbatch_tokens: int) -> int:
-  """How many equal micro-batches a batch is split into for at most `microbatch_tokens` each.
+def microbatch_count(rows: int, length: int, microbatch_tokens: int) -> int:
+  """How many equal micro-batches `rows` rows of `length` tokens are split into.
 
-  The smallest divisor `k` of the batch size with `batch / k * length <= microbatch_tokens`
-  (1 when the batch fits, or when `microbatch_tokens` is 0). Read from the static
-  shapes at trace time: rows are the leading axis of every leaf, the length the
-  longest second axis.
+  The smallest divisor `k` of `rows` with `rows / k * length <= microbatch_tokens`
+  (1 when the batch fits, or when `microbatch_tokens` is 0).
   """
-  leaves = jax.tree.leaves(batch)
-  if microbatch_tokens <= 0 or not leaves:
+  if microbatch_tokens <= 0:
     return 1
-  rows = leaves[0].shape[0]
-  length = max((x.shape[1] for x in leaves if x.ndim >= 2), default=1)
-  max_rows = max(1, microbatch_tokens // length)
+  max_rows = max(1, microbatch_tokens // max(1, length))
   return next(k for k in range(1, rows + 1) if rows % k == 0 and rows // k <= max_rows)
+
+
+def num_microbatches(batch: dict, microbatch_tokens: int) -> int:
+  """`microbatch_count` of a batch, read from its static shapes at trace time: rows are
+  the leading axis of every leaf, the length the longest second axis."""
+  leaves = jax.tree.leaves(batch)
+  if not leaves:
+    return 1
+  length = max((x.shape[1] for x in leaves if x.ndim >= 2), default=1)
+  return microbatch_count(leaves[0].shape[0], length, microbatch_tokens)
 
 
 def _split_microbatches(batch: dict, k: int) -> dict:

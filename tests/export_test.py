@@ -64,13 +64,23 @@ def test_export_round_trip_equals_live_model(
 
 
 @pytest.mark.parametrize("embed_params", [False, True])
-def test_exported_call_runs_a_large_batch_in_micro_batches(classifier, tmp_path, embed_params):
+def test_exported_call_runs_a_large_batch_in_micro_batches(
+  classifier, tmp_path, embed_params, monkeypatch
+):
   """On CPU, 100 rows × 16 tokens (64 rows per 1,024-token micro-batch: 2, the last padded)
   give the raw exported function's outputs for each row."""
   from electra_jax import inference
 
   out = export.export_model(classifier, tmp_path / "exported", embed_params=embed_params)
+  wrapped = []  # what load_exported_call hands to inference.microbatched
+
+  def spy(fn, *args, **kwargs):
+    wrapped.append(fn)
+    return inference.microbatched(fn, *args, **kwargs)
+
+  monkeypatch.setattr(serving, "microbatched", spy)
   call, _ = serving.load_exported_call(out)
+  assert len(wrapped) == 1
   rng = np.random.RandomState(0)
   ids = rng.randint(1, 50, size=(100, 16)).astype(np.int32)
   mask = np.ones_like(ids)

@@ -193,6 +193,14 @@ def get_task(name: str | Task) -> Task:
   return TASKS[key]
 
 
+def find_task(name) -> Task | None:
+  """The GLUE task called `name`, or None (no name, "custom", a user's task name)."""
+  try:
+    return get_task(name) if name else None
+  except ElectraError:
+    return None
+
+
 # --- Local GLUE directory -----------------------------------------------------
 
 

@@ -34,7 +34,6 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-CLS_ID, SEP_ID, PAD_ID, MASK_ID, VOCAB = 101, 102, 0, 103, 30522
 
 
 def parse_args(argv=None):
@@ -52,20 +51,6 @@ def parse_args(argv=None):
     "optax.flatten (one vector)",
   )
   return p.parse_args(argv)
-
-
-def synthetic_batch(rng, batch: int, length: int) -> dict:
-  """`[CLS] a [SEP] b [SEP]` with a random split point, no padding."""
-  import numpy as np
-
-  ids = rng.integers(999, VOCAB, size=(batch, length), dtype=np.int32)
-  segments = np.zeros((batch, length), np.int32)
-  ids[:, 0], ids[:, -1] = CLS_ID, SEP_ID
-  for row in range(batch):
-    split = int(rng.integers(2, length - 2))
-    ids[row, split] = SEP_ID
-    segments[row, split + 1 :] = 1
-  return {"input_ids": ids, "input_mask": np.ones_like(ids), "segment_ids": segments}
 
 
 # -- the variants: each changes what is traced, so each is set up right before its trace --
@@ -166,9 +151,9 @@ class Patches:
 def build(variant: str, args, patches: Patches):
   import jax
   import jax.numpy as jnp
-  import numpy as np
 
-  from electra_jax import experiment, pretraining, run_pretraining, train
+  from electra_jax import bench_setup, experiment, pretraining, run_pretraining, train
+  from electra_jax.bench_setup import CLS_ID, MASK_ID, PAD_ID, SEP_ID, VOCAB_SIZE
   from electra_jax.config import ElectraConfig
 
   patches.apply(variant)
@@ -176,7 +161,7 @@ def build(variant: str, args, patches: Patches):
   cfg = experiment.load_config(
     str(REPO / "experiments" / "configs" / "pretrain.py") + f":size={args.size}", overrides
   )
-  disc = ElectraConfig(vocab_size=VOCAB, pad_token_id=PAD_ID, **cfg.model.to_dict())
+  disc = ElectraConfig(vocab_size=VOCAB_SIZE, pad_token_id=PAD_ID, **cfg.model.to_dict())
   objective = run_pretraining.make_objective(
     cfg, mask_id=MASK_ID, special_ids=(CLS_ID, SEP_ID, PAD_ID), length=args.seq
   )
@@ -200,8 +185,8 @@ def build(variant: str, args, patches: Patches):
     )
 
   state = jax.jit(create)(init_rng)
-  data = np.random.default_rng(0)
-  batches = [jax.device_put(synthetic_batch(data, args.batch, args.seq)) for _ in range(4)]
+  spec = bench_setup.Spec(workload="pretrain", batch=args.batch, seq=args.seq)
+  batches = [jax.device_put(b) for b in bench_setup.synthetic_batches(spec)]  # 4, as `bench`'s
   step = jax.jit(train.make_train_step(loss_fn, optimizer), donate_argnums=(0,))
   t0, c0 = time.perf_counter(), time.process_time()
   compiled = step.lower(state, batches[0]).compile()
@@ -253,9 +238,10 @@ def run_optimizer(args) -> None:
   import optax
 
   from electra_jax import optim, pretraining, train
+  from electra_jax.bench_setup import VOCAB_SIZE
   from electra_jax.config import ElectraConfig, shape
 
-  model = pretraining.build_rtd_model(ElectraConfig(vocab_size=VOCAB, **shape(args.size)))
+  model = pretraining.build_rtd_model(ElectraConfig(vocab_size=VOCAB_SIZE, **shape(args.size)))
   inputs = pretraining.init_inputs(1, args.seq, 19)
   abstract = jax.eval_shape(lambda r: model.init(r, *inputs)["params"], jax.random.key(0))
   abstract = train.strip_boxes(abstract)
