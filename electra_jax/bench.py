@@ -36,11 +36,16 @@ times the same workload in HF `transformers` + PyTorch (`bench_torch.py`) in
 the same invocation. Each side runs in its own worker process, so each
 one's peak RSS is its own (the parent holds no model), and the sides take turns
 in `ROUNDS` rounds of timed steps (JAX, HF, JAX, HF, ...), so both see the
-same machine. For `pretrain` two HF variants run: the generator's vocabulary
+same machine. Each side opens each of its turns with `ROUND_WARMUP` untimed
+step (the first step after the other side's turn ran up to 70 % slower, on
+both sides). For `pretrain` two HF variants run: the generator's vocabulary
 projection at the masked positions only (as electra-jax) and at every position
-(`ElectraForMaskedLM` as people call it). `ratio` is electra-jax tokens/s over
+(`ElectraForMaskedLM` as people call it). `ratio` is electra-jax's speed over
 HF's (the masked-only variant for pretrain; `ratio_all_logits` against the
-other).
+other), paired by round (`paired_ratio`): on the 2-core VM the speed of both
+sides drifts by 20-40 % over seconds with nothing else running, and the ratio
+of the overall medians (`ratio_of_medians`, also reported) swung by ±20 %
+between invocations.
 """
 
 from __future__ import annotations
@@ -55,12 +60,13 @@ import sys
 import time
 from typing import Any
 
-from electra_jax import bench_flops
+from electra_jax import bench_flops, host_memory
 from electra_jax.bench_setup import (  # noqa: F401  (re-exported for the tests and callers)
   CLS_ID,
   MASK_ID,
   NUM_LABELS,
   PAD_ID,
+  ROUND_WARMUP,
   ROUNDS,
   SEP_ID,
   SIZES,
@@ -142,6 +148,11 @@ class JaxRunner:
     # restoring weights, never pays. Training steps init jitted, as the train loop does.
     make = init if spec.workload == "inference" else jax.jit(init)
     self.carry = make(jax.random.PRNGKey(spec.seed))
+    del make, init
+    # As the train loop does (host_memory): what the init freed goes back to the OS now,
+    # the compilation's after it (the worker installs `trim_after_compiles`), the first
+    # step's after that step (`run`).
+    host_memory.release_free_memory()
     self.num_params = sum(x.size for x in jax.tree.leaves(_params_of(self.carry)))
     self.batches = [jax.device_put(b) for b in synthetic_batches(spec)]
     self._i = 0
@@ -174,6 +185,8 @@ class JaxRunner:
       self.cpu_times.append(cpu_seconds() - c0)
       self.carry = carry
       self.last = out
+      if self._i == 1:
+        host_memory.release_free_memory()
     return times
 
   def final(self) -> dict:
@@ -386,6 +399,7 @@ def _worker_main(side: str, spec_json: str) -> int:
 
     xla_env.set_default_xla_flags()
     cpu_kernels.enable()
+    host_memory.trim_after_compiles()  # as the CLI
     runner = JaxRunner(spec)
     ready = {"compile_s": runner.compile_s, "xla_flops": runner.xla_flops, **runner.describe()}
   else:
@@ -530,9 +544,13 @@ def _compare(spec: Spec, cfg) -> dict:
       if spec.warmup:
         w.ask(f"run {spec.warmup}")
     times: dict[str, list[float]] = {name: [] for name in workers}
+    rounds: dict[str, list[float]] = {name: [] for name in workers}  # each turn's median
     for n in _chunks(spec.steps, ROUNDS):
       for name, w in workers.items():  # JAX, HF masked, HF all, JAX, ...
-        times[name] += w.ask(f"run {n}")["times"]
+        w.ask(f"run {ROUND_WARMUP}")  # untimed: back in cache after the other side's turn
+        turn = w.ask(f"run {n}")["times"]
+        times[name] += turn
+        rounds[name].append(statistics.median(turn))
     finals = {name: w.ask("done")["final"] for name, w in workers.items()}
   finally:
     for w in workers.values():
@@ -540,13 +558,25 @@ def _compare(spec: Spec, cfg) -> dict:
   out = {}
   for name in workers:
     info = dict(ready[name])
-    entry = {"times": times[name], **finals[name]}
+    entry = {"times": times[name], "round_medians": rounds[name], **finals[name]}
     if name == "jax":
       entry.update(compile_s=info.pop("compile_s"), xla_flops=info.pop("xla_flops"), describe=info)
     else:
       entry["describe"] = info
     out[name] = entry
   return out
+
+
+def paired_ratio(jax_side: dict, torch_side: dict) -> float:
+  """Speed ratio electra-jax / HF: the median over rounds of the two turns' ratio.
+
+  Each round pairs adjacent turns of the two sides, so a machine that slows
+  down for a few seconds (the 2-core VM does, by 20-40 %, with nothing else
+  running) slows both turns of a pair; the median over the pairs is then much
+  steadier than the ratio of the two overall medians (`ratio_of_medians`).
+  """
+  pairs = zip(jax_side["round_medians"], torch_side["round_medians"], strict=True)
+  return statistics.median(t / j for j, t in pairs)
 
 
 def _report(spec: Spec, cfg, flops: dict, side: dict, load_before, load_after) -> dict:
@@ -608,14 +638,16 @@ def _report(spec: Spec, cfg, flops: dict, side: dict, load_before, load_after) -
     report["torch_tokens_per_s"] = main["tokens_per_s"]
     report["torch_step_ms_median"] = main["step_ms_median"]
     report["torch_peak_rss_mib"] = main["peak_rss_mib"]
-    report["ratio"] = report["tokens_per_s"] / main["tokens_per_s"]
+    main_name = "masked" if "masked" in variants else "default"
+    report["ratio"] = paired_ratio(jax_side, torch_sides[main_name])
+    report["ratio_of_medians"] = report["tokens_per_s"] / main["tokens_per_s"]
     if "all" in variants:
       report["torch_all_logits_tokens_per_s"] = variants["all"]["tokens_per_s"]
-      report["ratio_all_logits"] = report["tokens_per_s"] / variants["all"]["tokens_per_s"]
+      report["ratio_all_logits"] = paired_ratio(jax_side, torch_sides["all"])
     report["torch"] = variants
     report["measured"] = (
       f"each side in its own worker process, alternating in {len(_chunks(spec.steps, ROUNDS))} "
-      "rounds; peak RSS is each worker's own"
+      f"rounds, each opened by {ROUND_WARMUP} untimed step; peak RSS is each worker's own"
     )
   else:
     report["measured"] = "in this process; peak RSS is this process's"

@@ -16,7 +16,8 @@ from electra_jax.errors import ElectraError
 WORKLOADS = ("pretrain", "finetune", "inference")
 SIZES = ("tiny", "small", "base", "large")
 # Alternating turns of the two sides with --compare-torch.
-ROUNDS = 3
+ROUNDS = 5
+ROUND_WARMUP = 1  # untimed steps opening each side's turn in a round (bench.py)
 # BERT uncased vocabulary (the bundled `sample_data/vocab.txt`): the special ids
 # the masking must never pick, and the first id of an ordinary word piece.
 VOCAB_SIZE = 30522

@@ -922,9 +922,10 @@ def main(argv: list[str] | None = None) -> int:
   elif extra:
     parser.error(f"unrecognized arguments: {' '.join(extra)}")
   # Imported here, not at the top: it imports jax, which --help/--version skip.
-  from electra_jax import cpu_kernels
+  from electra_jax import cpu_kernels, host_memory
 
   cpu_kernels.enable()  # before any command traces the model
+  host_memory.trim_after_compiles()  # compilers' freed memory back to the OS
   xla_env.enable_compilation_cache()  # before the first compilation
   try:
     with _progress_logs():

@@ -486,9 +486,21 @@ def _accuracy(preds: Array, labels: Array, weights: Array) -> Array:
 
 
 def masked_lm_loss(logits: Array, labels: Array, weights: Array) -> tuple[Array, Array]:
-  """Weighted mean cross-entropy and accuracy of (..., V) logits."""
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
-  return _weighted_mean(ce, weights), _accuracy(cpu_kernels.argmax(logits), labels, weights)
+  """Weighted mean cross-entropy and accuracy of (..., V) logits.
+
+  A prediction counts as right when the label's logit reaches the row's
+  maximum: the accuracy of the argmax without an argmax over the vocabulary
+  (its index search cost ~3-5 % of the ELECTRA-Small pretraining step on CPU;
+  the maximum is the one the cross-entropy computes anyway, shared by XLA's
+  CSE). The two differ only on a tie for the maximum, where the argmax takes
+  the first index and this counts the label right wherever it is.
+  """
+  logits = logits.astype(jnp.float32)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  label_logits = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
+  right = label_logits >= jnp.max(logits, axis=-1)
+  weights = weights.astype(jnp.float32)
+  return _weighted_mean(ce, weights), _ratio(jnp.sum(right * weights), jnp.sum(weights))
 
 
 def discriminator_loss(logits: Array, labels: Array, weights: Array) -> Array:

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from electra_jax import checkpointing, faults, fileio, hooks, preemption, sharding
+from electra_jax import checkpointing, faults, fileio, hooks, host_memory, preemption, sharding
 from electra_jax import workdir as workdir_lib
 from electra_jax.errors import ElectraError
 from electra_jax.hooks import TrainingStopped  # noqa: F401 (raised from the loop; callers catch train.TrainingStopped)
@@ -323,6 +323,7 @@ def train_loop(
     _check_resumable(workdir, task, ckpt, latest, settings.total_steps)
     shardings = sharding.param_shardings(abstract_boxed, mesh, rules)
     state, record = setup_initial_state(init, abstract_boxed, shardings, ckpt, latest, data_iter)
+    host_memory.release_free_memory()  # what the init's compilation and run freed
     if latest == settings.total_steps:  # finished before: change nothing
       ckpt.close()
       return state, _finished_results(workdir, record, settings.total_steps, extra_results)
@@ -410,6 +411,7 @@ def _run_steps(ctx, state, step_fn, batch_sharding, actions) -> tuple[TrainState
         step += 1
         if step == ctx.start_step + 1:
           log.info("step %d done in %.1f s (compilation included)", step, seconds)
+          host_memory.release_free_memory()  # the one-off memory of the first step
         else:
           ctx.step_times.append(seconds)
         faults.point("after_step")

@@ -116,6 +116,16 @@ def test_text_report(capsys):
   assert "tokens/s" in text and "model FLOPs/step" in text and "compile" in text
 
 
+def test_paired_ratio_pairs_adjacent_turns():
+  # Round ratios 2, 2 and 1: their median is 2, where the overall medians
+  # (0.2 s vs 0.3 s) say 1.5.
+  jax_side = {"round_medians": [0.1, 0.2, 0.3]}
+  torch_side = {"round_medians": [0.2, 0.4, 0.3]}
+  assert bench.paired_ratio(jax_side, torch_side) == pytest.approx(2.0)
+  with pytest.raises(ValueError):  # a round without a partner is a bug, not a number
+    bench.paired_ratio(jax_side, {"round_medians": [0.2, 0.4]})
+
+
 @pytest.mark.slow  # a compile or two worker processes: 30 s to minutes on 2 busy cores
 def test_compare_torch_json_report(capsys):
   pytest.importorskip("torch")
@@ -127,7 +137,8 @@ def test_compare_torch_json_report(capsys):
     "--microbatch-tokens", "0",
   )  # fmt: skip
   assert (JSON_KEYS | TORCH_KEYS) <= set(r)
-  assert r["ratio"] == pytest.approx(r["tokens_per_s"] / r["torch_tokens_per_s"])
+  assert r["ratio_of_medians"] == pytest.approx(r["tokens_per_s"] / r["torch_tokens_per_s"])
+  assert r["ratio"] > 0  # paired by round: test_paired_ratio
   hf = r["torch"]["default"]
   assert hf["timed_steps"] == 3 and hf["torch_threads"] == 1
   assert hf["num_params"] == r["num_params"]  # the same model on both sides

@@ -4,12 +4,13 @@ import os
 import tempfile
 
 # Must happen before jax is imported anywhere.
-# The CLI's default XLA:CPU flag (electra_jax/xla_env.py) is set here too, so
+# The CLI's default XLA:CPU flags (electra_jax/xla_env.py) are set here too, so
 # that a CLI run in a subprocess (which inherits XLA_FLAGS) computes bitwise
 # what the same run does in this process: the fault-injection tests mix both.
-os.environ.setdefault(
-  "XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_cpu_prefer_vector_width=512"
-)
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+from electra_jax import xla_env  # noqa: E402 (imports no jax)
+
+xla_env.set_default_xla_flags()
 # Many tests compile the same small programs (train steps, forwards): a
 # persistent compilation cache shared by the test processes saves minutes on
 # 2 cores. JAX keys entries by the full HLO + compile options, so a hit is

@@ -499,3 +499,19 @@ def test_sharded_loss_and_grads_equal_single_device():
   np.testing.assert_allclose(float(s_loss), float(loss), rtol=1e-5)
   for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(s_grads)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_masked_lm_accuracy_is_the_argmax_accuracy_but_on_ties():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(3, 5, 11)).astype(np.float32)
+  labels = rng.integers(0, 11, size=(3, 5))
+  labels[0, :3] = logits[0, :3].argmax(-1)  # some right
+  weights = (rng.random((3, 5)) > 0.3).astype(np.float32)
+  _, acc = pt.masked_lm_loss(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(weights))
+  expected = ((logits.argmax(-1) == labels) * weights).sum() / weights.sum()
+  assert float(acc) == pytest.approx(expected)
+  # A tie for the maximum: the argmax would take index 2; the label 6 counts as right too.
+  tie = np.zeros((1, 1, 11), np.float32)
+  tie[0, 0, [2, 6]] = 3.0
+  _, acc = pt.masked_lm_loss(jnp.asarray(tie), jnp.asarray([[6]]), jnp.ones((1, 1)))
+  assert float(acc) == 1.0

@@ -12,15 +12,19 @@ def test_adds_missing_default_flags_and_keeps_others():
   flags = xla_env.set_default_xla_flags(env).split()
   assert flags[0] == "--xla_force_host_platform_device_count=8"
   assert "--xla_cpu_prefer_vector_width=512" in flags
+  assert "--xla_cpu_opt_preset=FAST_COMPILE" in flags
   assert env["XLA_FLAGS"] == " ".join(flags)
   # Idempotent: a second call adds nothing.
   assert xla_env.set_default_xla_flags(env).split() == flags
 
 
 def test_user_setting_wins():
-  env = {"XLA_FLAGS": "--xla_cpu_prefer_vector_width=256"}
-  assert xla_env.set_default_xla_flags(env) == "--xla_cpu_prefer_vector_width=256"
-  assert xla_env.set_default_xla_flags({}) == "--xla_cpu_prefer_vector_width=512"
+  env = {"XLA_FLAGS": "--xla_cpu_prefer_vector_width=256 --xla_cpu_opt_preset=FAST_RUNTIME"}
+  assert xla_env.set_default_xla_flags(env) == env["XLA_FLAGS"]
+  assert xla_env.set_default_xla_flags({}).split() == [
+    "--xla_cpu_prefer_vector_width=512",
+    "--xla_cpu_opt_preset=FAST_COMPILE",
+  ]
 
 
 def test_cli_sets_flags_and_xla_accepts_them():
@@ -43,7 +47,7 @@ def test_cli_sets_flags_and_xla_accepts_them():
   )
   assert out.returncode == 0, out.stderr
   lines = out.stdout.strip().splitlines()
-  assert lines[-2] == "--xla_cpu_prefer_vector_width=512"
+  assert lines[-2] == "--xla_cpu_prefer_vector_width=512 --xla_cpu_opt_preset=FAST_COMPILE"
   assert lines[-1] == "3.0"
 
 
