@@ -10,9 +10,10 @@ in other threads' malloc arenas. The process's peak RSS is then the sum of the
 phases, not the largest of them.
 
 `release_free_memory()` calls glibc's `malloc_trim(0)`, which gives every
-arena's free pages back to the kernel (a few milliseconds). `trim_after_compiles()`
-runs it after every XLA compilation of the process (a `jax.monitoring`
-listener on JAX's backend-compile event), and the train loop runs it once more
+arena's free pages back to the kernel (milliseconds; ~200 ms the first time
+it hands back a GiB). `trim_after_compiles()`
+runs it after every XLA compilation of the process that took half a second or
+more (a `jax.monitoring` listener on JAX's backend-compile event), and the train loop runs it once more
 after its first step, whose temporaries and lazily built kernels are the other
 large one-off. Measured on the 2-core CPU (ELECTRA-Small pretraining step,
 8 x 128, `experiments/benchmarks/README.md`): peak RSS 2,300-2,600 MiB without,
@@ -33,6 +34,10 @@ import sys
 
 _BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # jax/_src/dispatch.py
 _installed = False
+# A trim walks the whole heap: ~20 ms in a process holding ~1 GiB of small blocks, and
+# ~200 ms the first time it hands back ~1 GiB. Compilations shorter than this free too
+# little to pay for it (a test session compiles thousands of tiny programs).
+MIN_COMPILE_SECONDS = 0.5
 
 
 @functools.cache
@@ -60,13 +65,13 @@ def release_free_memory() -> bool:
 
 
 def _on_event(event: str, duration: float, **kwargs) -> None:
-  del duration, kwargs
-  if event == _BACKEND_COMPILE_EVENT:
+  del kwargs
+  if event == _BACKEND_COMPILE_EVENT and duration >= MIN_COMPILE_SECONDS:
     release_free_memory()
 
 
 def trim_after_compiles() -> bool:
-  """Runs `release_free_memory()` after every XLA compilation from now on (idempotent).
+  """Runs `release_free_memory()` after every XLA compilation of at least `MIN_COMPILE_SECONDS` (idempotent).
 
   Returns whether the listener is installed (False where there is no
   `malloc_trim`, or when JAX no longer offers the monitoring hook).

@@ -46,11 +46,15 @@ def test_trim_after_compiles_runs_after_each_compilation(monkeypatch):
   x, y = jax.block_until_ready((jnp.ones(7), jnp.ones(5)))  # (their own compilations)
   calls = []
   monkeypatch.setattr(host_memory, "release_free_memory", lambda: calls.append(1) or True)
+  monkeypatch.setattr(host_memory, "MIN_COMPILE_SECONDS", 0.0)
   assert host_memory.trim_after_compiles()
   assert host_memory.trim_after_compiles()  # idempotent: one listener
   jax.jit(lambda x: x * 3.0 + 1.0).lower(x).compile()
   assert len(calls) == 1
   jax.jit(lambda x: x - 2.0)(y)  # a compilation on first call too
+  assert len(calls) == 2
+  monkeypatch.setattr(host_memory, "MIN_COMPILE_SECONDS", 60.0)
+  jax.jit(lambda x: x / 5.0)(y)  # too short to be worth a trim
   assert len(calls) == 2
 
 
