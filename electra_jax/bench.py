@@ -143,9 +143,10 @@ class JaxRunner:
     # A cache hit would make compile_s a load time: off unless asked for.
     jax.config.update("jax_enable_compilation_cache", bool(spec.compilation_cache))
     fn, init, donate = self.build()
-    # Inference params are made op by op, as a restored checkpoint would arrive: compiling
-    # the whole random init raised the worker's peak RSS by ~175 MiB (Small), which `predict`,
-    # restoring weights, never pays. Training steps init jitted, as the train loop does.
+    # Inference params arrive as a restored checkpoint does for `predict`: host arrays put
+    # on the device, no XLA program run to make them (`_build_inference`). Compiling the
+    # random init raised the worker's peak RSS by ~175 MiB (Small), running it op by op by
+    # ~140, neither of which `predict` pays. Training steps init jitted, as the train loop.
     make = init if spec.workload == "inference" else jax.jit(init)
     self.carry = make(jax.random.PRNGKey(spec.seed))
     del make, init
@@ -338,14 +339,29 @@ def _build_finetune(spec: Spec, cfg):
 
 
 def _build_inference(spec: Spec, cfg):
+  import jax
   import jax.numpy as jnp
+  import numpy as np
 
   from electra_jax import inference, train
 
   model = _classifier(cfg)
 
   def init(rng):
-    return train.strip_boxes(model.init(rng, jnp.zeros((1, spec.seq), jnp.int32))["params"])
+    """Random params made on the host (numpy), then put on the device, as a restore."""
+    shapes = jax.eval_shape(lambda r: model.init(r, jnp.zeros((1, spec.seq), jnp.int32)), rng)
+    host = np.random.default_rng(spec.seed)
+
+    def leaf(path, a):
+      name = jax.tree_util.keystr(path[-1:])
+      if "scale" in name:  # LayerNorm
+        return np.ones(a.shape, a.dtype)
+      if a.ndim == 1:  # biases
+        return np.zeros(a.shape, a.dtype)
+      return (host.standard_normal(a.shape) * 0.02).astype(a.dtype)  # initializer_range
+
+    params = train.strip_boxes(shapes["params"])
+    return jax.device_put(jax.tree_util.tree_map_with_path(leaf, params))
 
   def apply(params, ids, mask, types):
     return model.apply(
