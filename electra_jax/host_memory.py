@@ -11,18 +11,19 @@ phases, not the largest of them.
 
 `release_free_memory()` calls glibc's `malloc_trim(0)`, which gives every
 arena's free pages back to the kernel (milliseconds; ~200 ms the first time
-it hands back a GiB). `trim_after_compiles()`
-runs it after every XLA compilation of the process that took half a second or
-more (a `jax.monitoring` listener on JAX's backend-compile event), and the train loop runs it once more
-after its first step, whose temporaries and lazily built kernels are the other
-large one-off. Measured on the 2-core CPU (ELECTRA-Small pretraining step,
-8 x 128, `experiments/benchmarks/README.md`): peak RSS 2,300-2,600 MiB without,
+it hands back a GiB). `trim_after_compiles()` runs it after every XLA
+compilation of the process that took half a second or more (a
+`jax.monitoring` listener on JAX's backend-compile event). The train loop
+runs it after making its initial state and after its first step, whose
+temporaries and lazily built kernels are the other large one-off. Measured
+on the 2-core CPU (ELECTRA-Small pretraining step, 8 x 128,
+`experiments/benchmarks/README.md`): peak RSS 2,300-2,600 MiB without,
 ~1,900 with, and ~1,300 together with the `FAST_COMPILE` preset of `xla_env`.
 The computation is untouched: only where the allocator's free lists live.
 
-Elsewhere than glibc (macOS, musl) both are no-ops. The CLI, the benchmark
-workers and the test session switch the listener on; library users get it by
-calling `trim_after_compiles()` themselves.
+Elsewhere than glibc (macOS, musl) both are no-ops. The CLI and the benchmark
+workers install the listener; library users get it by calling
+`trim_after_compiles()` themselves (the train loop's two trims run anyway).
 """
 
 from __future__ import annotations

@@ -490,7 +490,7 @@ def masked_lm_loss(logits: Array, labels: Array, weights: Array) -> tuple[Array,
 
   A prediction counts as right when the label's logit reaches the row's
   maximum: the accuracy of the argmax without an argmax over the vocabulary
-  (its index search cost ~3-5 % of the ELECTRA-Small pretraining step on CPU;
+  (its index search cost ~3 % of the ELECTRA-Small pretraining step on CPU;
   the maximum is the one the cross-entropy computes anyway, shared by XLA's
   CSE). The two differ only on a tie for the maximum, where the argmax takes
   the first index and this counts the label right wherever it is.

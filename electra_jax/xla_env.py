@@ -12,10 +12,12 @@ optimisation passes over the generated loops) halves the compile time of the
 pretraining step (~28 -> ~15 s on 2 cores) and the memory compiling it takes
 (peak RSS of the pretraining benchmark ~500 MiB lower), while the steps run as
 fast: the matmuls and reductions that dominate them are YNNPACK library calls,
-not generated code. Measured alternating in one run on the 2-core CPU,
-ELECTRA-Small, each: pretraining 8 x 128 582 vs 620 ms (median; p10 552 vs
-512), fine-tuning 32 x 128 1,085 vs 1,196 ms, inference 32 x 128 346 vs 346 ms
-(experiments/benchmarks/README.md). The losses agree to float rounding (the
+not generated code. Measured on the 2-core CPU, ELECTRA-Small: both
+executables of the pretraining step (8 x 128) in one process, interleaved,
+the preset's took 0.92x the time (578 vs 641 ms median) with bit-identical
+losses; alternating worker processes, pretraining 582 vs 620 ms, fine-tuning
+32 x 128 1,085 vs 1,196 ms, inference 32 x 128 346 vs 346 ms
+(experiments/benchmarks/README.md). Both flags are XLA:CPU's only. The losses agree to float rounding (the
 generated loops may associate a sum differently), usually bit for bit.
 
 XLA reads `XLA_FLAGS` once, when the first backend starts, so
