@@ -244,3 +244,14 @@ def test_microbatched_step_with_dropout_draws_other_masks_and_one_batch_is_uncha
 def test_microbatched_loss_reduction_is_checked():
   with pytest.raises(ValueError, match="loss_reduction"):
     train.make_train_step(lambda *a: None, optax.sgd(0.1), loss_reduction="token_mean")
+
+
+def test_loop_hands_freed_memory_back_after_init_and_first_step(tmp_path, monkeypatch):
+  from electra_jax import host_memory
+
+  calls = []
+  monkeypatch.setattr(host_memory, "release_free_memory", lambda: calls.append(1) or True)
+  # Not the compile listener (installed if a CLI test ran in this process first): only the loop.
+  monkeypatch.setattr(host_memory, "MIN_COMPILE_SECONDS", float("inf"))
+  _run(tmp_path / "w", 3, checkpoint_every=100)
+  assert len(calls) == 2  # after the initial state, after step 1; not after steps 2 and 3
