@@ -18,7 +18,7 @@ runs it after making its initial state and after its first step, whose
 temporaries and lazily built kernels are the other large one-off. Measured
 on the 2-core CPU (ELECTRA-Small pretraining step, 8 x 128,
 `experiments/benchmarks/README.md`): peak RSS 2,300-2,600 MiB without,
-~1,900 with, and ~1,300 together with the `FAST_COMPILE` preset of `xla_env`.
+~1,900-2,100 with, and ~1,300 together with the `FAST_COMPILE` preset of `xla_env`.
 The computation is untouched: only where the allocator's free lists live.
 
 Elsewhere than glibc (macOS, musl) both are no-ops. The CLI and the benchmark

@@ -480,9 +480,14 @@ def _ratio(num: Array, den: Array) -> Array:
   return jnp.where(den > 0, num / jnp.maximum(den, 1e-12), 0.0)
 
 
-def _accuracy(preds: Array, labels: Array, weights: Array) -> Array:
+def _weighted_fraction(flags: Array, weights: Array) -> Array:
+  """The weighted share of true `flags` (0 when the weights sum to 0)."""
   weights = weights.astype(jnp.float32)
-  return _ratio(jnp.sum((preds == labels) * weights), jnp.sum(weights))
+  return _ratio(jnp.sum(flags * weights), jnp.sum(weights))
+
+
+def _accuracy(preds: Array, labels: Array, weights: Array) -> Array:
+  return _weighted_fraction(preds == labels, weights)
 
 
 def masked_lm_loss(logits: Array, labels: Array, weights: Array) -> tuple[Array, Array]:
@@ -499,8 +504,7 @@ def masked_lm_loss(logits: Array, labels: Array, weights: Array) -> tuple[Array,
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   label_logits = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
   right = label_logits >= jnp.max(logits, axis=-1)
-  weights = weights.astype(jnp.float32)
-  return _weighted_mean(ce, weights), _ratio(jnp.sum(right * weights), jnp.sum(weights))
+  return _weighted_mean(ce, weights), _weighted_fraction(right, weights)
 
 
 def discriminator_loss(logits: Array, labels: Array, weights: Array) -> Array:

@@ -211,7 +211,6 @@ def build(variant: str, args, patches: Patches):
   compile_s = (time.perf_counter() - t0, time.process_time() - c0)
   return {
     "step": compiled,
-    "jitted": step,
     "state": state,
     "batches": batches,
     "compile": compile_s,
