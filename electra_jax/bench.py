@@ -221,6 +221,7 @@ class JaxRunner:
       "flax": flax.__version__,
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "cpu_kernels": cpu_kernels.enabled(),
+      "malloc": host_memory.describe_malloc(),
       # `auto` resolved (bfloat16 on GPU/TPU): the MFU peak depends on it.
       "compute_dtype": job_setup.resolve_compute_dtype(str(self.cfg.compute_dtype)),
     }
@@ -411,6 +412,7 @@ def _worker_main(side: str, spec_json: str) -> int:
   """A worker: builds its side, says `ready`, then answers `run N` / `done` lines on stdin."""
   spec = Spec(**{**json.loads(spec_json), "overrides": tuple(json.loads(spec_json)["overrides"])})
   if side == "jax":
+    host_memory.reuse_freed_memory()  # as the CLI, first thing
     from electra_jax import cpu_kernels, xla_env
 
     xla_env.set_default_xla_flags()

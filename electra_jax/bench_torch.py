@@ -28,6 +28,7 @@ from __future__ import annotations
 import time
 
 from electra_jax import bench_setup as bench
+from electra_jax import host_memory
 
 
 class TorchRunner:
@@ -273,4 +274,5 @@ class TorchRunner:
       "torch_threads": torch.get_num_threads(),
       "device": str(self.device),
       "attn_implementation": "sdpa",
+      "malloc": host_memory.describe_malloc(),  # glibc's defaults, as people run HF
     }

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from electra_jax import heads, xla_env
+from electra_jax import heads, host_memory, xla_env
 from electra_jax.errors import ElectraError
 
 # `none` stands for the bare encoder (head None), which has no name of its own.
@@ -911,6 +911,7 @@ def _progress_logs():
 
 def main(argv: list[str] | None = None) -> int:
   xla_env.set_default_xla_flags()  # before anything starts JAX
+  host_memory.reuse_freed_memory()  # before JAX's threads take malloc arenas
   parser = build_parser()
   try:  # a `type=` parser may raise ElectraError (one line, as below)
     args, extra = parser.parse_known_args(argv)
@@ -922,7 +923,7 @@ def main(argv: list[str] | None = None) -> int:
   elif extra:
     parser.error(f"unrecognized arguments: {' '.join(extra)}")
   # Imported here, not at the top: it imports jax, which --help/--version skip.
-  from electra_jax import cpu_kernels, host_memory
+  from electra_jax import cpu_kernels
 
   cpu_kernels.enable()  # before any command traces the model
   host_memory.trim_after_compiles()  # compilers' freed memory back to the OS

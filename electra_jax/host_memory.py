@@ -21,7 +21,23 @@ on the 2-core CPU (ELECTRA-Small pretraining step, 8 x 128,
 ~1,900-2,100 with, and ~1,300 together with the `FAST_COMPILE` preset of `xla_env`.
 The computation is untouched: only where the allocator's free lists live.
 
-Elsewhere than glibc (macOS, musl) both are no-ops. The CLI and the benchmark
+The opposite problem is in the steady state. glibc serves every block of
+32 MiB or more, and in threads other than the main one any block over its
+64 MiB arena heaps, with a fresh `mmap`, and unmaps it on `free`. XLA:CPU
+allocates each step's temporaries as such blocks, so every step faulted in
+and zeroed ~420 MiB of new pages: in the ELECTRA-Small pretraining step
+(8 x 128, 2 cores) 108,000 minor page faults and ~260 ms of kernel CPU time
+per ~500 ms step. `reuse_freed_memory()` makes glibc keep what is freed for
+the next allocation instead: one arena for all threads (`M_ARENA_MAX` 1, so
+a block of any size comes from the main heap), no `mmap` for blocks
+(`M_MMAP_MAX` 0) and no automatic trim of the heap's top (`M_TRIM_THRESHOLD`
+at its maximum). The step then takes no page faults at all. Only the explicit
+trims above hand memory back. It must run before JAX starts its threads (an
+arena, once a thread has one, stays), so the CLI calls it first thing;
+`ELECTRA_JAX_MALLOC=system` leaves glibc's defaults alone. Measured in
+`experiments/benchmarks/README.md` ("Page faults").
+
+Elsewhere than glibc (macOS, musl) all three are no-ops. The CLI and the benchmark
 workers install the listener; library users get it by calling
 `trim_after_compiles()` themselves (the train loop's two trims run anyway).
 """
@@ -31,6 +47,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 import sys
 
 _BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # jax/_src/dispatch.py
@@ -39,21 +56,61 @@ _installed = False
 # ~200 ms the first time it hands back ~1 GiB. Compilations shorter than this free too
 # little to pay for it (a test session compiles thousands of tiny programs).
 MIN_COMPILE_SECONDS = 0.5
+MALLOC_ENV = "ELECTRA_JAX_MALLOC"  # `system`: leave glibc's settings as they are
+# mallopt parameters (glibc's malloc.h) and the values `reuse_freed_memory` gives them.
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+_KEEP_HEAP = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1))
+_reusing = False
 
 
 @functools.cache
-def _malloc_trim():
-  """glibc's `malloc_trim`, or None where there is none."""
+def _glibc():
+  """glibc as a ctypes library, or None where the C library is not glibc."""
   if not sys.platform.startswith("linux"):
     return None
   try:
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    trim = libc.malloc_trim
+    trim, mallopt = libc.malloc_trim, libc.mallopt
   except (OSError, AttributeError):  # not glibc
     return None
   trim.argtypes = [ctypes.c_size_t]
   trim.restype = ctypes.c_int
-  return trim
+  mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+  mallopt.restype = ctypes.c_int
+  return libc
+
+
+def _malloc_trim():
+  """glibc's `malloc_trim`, or None where there is none."""
+  libc = _glibc()
+  return None if libc is None else libc.malloc_trim
+
+
+def describe_malloc() -> str:
+  """The allocator settings of this process, for benchmark reports."""
+  if _reusing:
+    return "reuse_freed_memory: M_ARENA_MAX=1 M_MMAP_MAX=0 M_TRIM_THRESHOLD=2**31-1"
+  tunables = os.environ.get("GLIBC_TUNABLES")
+  return f"GLIBC_TUNABLES={tunables}" if tunables else "defaults"
+
+
+def reuse_freed_memory(environ=None) -> bool:
+  """Makes glibc keep freed blocks for reuse: no per-step `mmap` and page faults (see above).
+
+  Call before JAX runs anything. Returns whether the settings are in force
+  (False without glibc, or with `ELECTRA_JAX_MALLOC=system`). Idempotent.
+  """
+  global _reusing
+  env = os.environ if environ is None else environ
+  if env.get(MALLOC_ENV, "").strip().lower() == "system":
+    return False
+  if _reusing:
+    return True
+  libc = _glibc()
+  if libc is None:
+    return False
+  _reusing = all(libc.mallopt(param, value) == 1 for param, value in _KEEP_HEAP)
+  return _reusing
 
 
 def release_free_memory() -> bool:
