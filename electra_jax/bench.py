@@ -73,7 +73,6 @@ from electra_jax.bench_setup import (  # noqa: F401  (re-exported for the tests 
   VOCAB_SIZE,
   WORKLOADS,
   Spec,
-  cpu_seconds,
   generator_shape,
   load_config,
   max_predictions,
@@ -81,6 +80,9 @@ from electra_jax.bench_setup import (  # noqa: F401  (re-exported for the tests 
   peak_rss_mib,
   synthetic_batches,
   usable_cores,
+  usage,
+  usage_lists,
+  usage_since,
 )
 from electra_jax.errors import ElectraError
 
@@ -164,7 +166,7 @@ class JaxRunner:
     self.xla_flops = xla_flops(self.compiled)
     self.donate = donate
     self.last = None
-    self.cpu_times: list[float] = []  # process CPU seconds (all threads) of each step
+    self.usage: list[tuple] = []  # each step's process CPU s, kernel CPU s, page faults
 
   def build(self):
     return build(self.spec, self.cfg)
@@ -177,13 +179,13 @@ class JaxRunner:
     for _ in range(n):
       batch = self.batches[self._i % len(self.batches)]
       self._i += 1
-      c0, t0 = cpu_seconds(), time.perf_counter()
+      u0, t0 = usage(), time.perf_counter()
       carry, out = self.compiled(self.carry, batch)
       jax.block_until_ready(out)
       if self.donate:
         jax.block_until_ready(carry)
       times.append(time.perf_counter() - t0)
-      self.cpu_times.append(cpu_seconds() - c0)
+      self.usage.append(usage_since(u0))
       self.carry = carry
       self.last = out
       if self._i == 1:
@@ -196,7 +198,7 @@ class JaxRunner:
     out = {
       "peak_rss_mib": peak_rss_mib(),
       "num_params": int(self.num_params),
-      "cpu_times": self.cpu_times[-self.spec.steps :],  # the timed steps (warm-up first)
+      **usage_lists(self.usage[-self.spec.steps :]),  # the timed steps (warm-up first)
     }
     if self.spec.workload != "inference" and self.last is not None:
       out["final_loss"] = float(self.last["loss"])
@@ -496,7 +498,7 @@ def percentile(values: list[float], q: float) -> float:
   return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def _timing(times: list[float], tokens: int, cpu_times: list[float] | None = None) -> dict:
+def _timing(times: list[float], tokens: int, side: dict | None = None) -> dict:
   median = statistics.median(times)
   out = {
     "step_ms_median": median * 1e3,
@@ -505,11 +507,17 @@ def _timing(times: list[float], tokens: int, cpu_times: list[float] | None = Non
     "tokens_per_s": tokens / median,
     "timed_steps": len(times),
   }
-  if cpu_times:
+  side = side or {}
+  if side.get("cpu_times"):
     # CPU time of the process per step (all threads): less sensitive than the
     # wall time to other jobs on a shared machine.
-    cpu = statistics.median(cpu_times)
+    cpu = statistics.median(side["cpu_times"])
     out.update(cpu_ms_median=cpu * 1e3, tokens_per_cpu_s=tokens / cpu if cpu > 0 else None)
+  if side.get("sys_times"):
+    # Of it, the kernel's: mostly page faults, when the allocator hands a step fresh pages.
+    out["sys_cpu_ms_median"] = statistics.median(side["sys_times"]) * 1e3
+  if side.get("page_faults"):
+    out["page_faults_median"] = statistics.median(side["page_faults"])
   return out
 
 
@@ -600,7 +608,7 @@ def paired_ratio(jax_side: dict, torch_side: dict) -> float:
 def _report(spec: Spec, cfg, flops: dict, side: dict, load_before, load_after) -> dict:
   jax_side = side["jax"]
   describe = jax_side["describe"]
-  timing = _timing(jax_side["times"], spec.tokens, jax_side.get("cpu_times"))
+  timing = _timing(jax_side["times"], spec.tokens, jax_side)
   achieved = flops["total"] / (timing["step_ms_median"] / 1e3)
   peak = bench_flops.peak_flops(describe["device_kind"], describe["compute_dtype"])
   kw = model_kwargs(cfg)
@@ -645,7 +653,7 @@ def _report(spec: Spec, cfg, flops: dict, side: dict, load_before, load_after) -
     variants = {}
     for name, entry in torch_sides.items():
       variants[name] = {
-        **_timing(entry["times"], spec.tokens, entry.get("cpu_times")),
+        **_timing(entry["times"], spec.tokens, entry),
         "first_step_s": entry.get("first_step_s"),
         "peak_rss_mib": entry["peak_rss_mib"],
         "num_params": entry["num_params"],
@@ -735,7 +743,12 @@ def format_report(r: dict) -> str:
 def _cpu_text(r: dict) -> str:
   if not r.get("tokens_per_cpu_s"):
     return ""
-  return f"  CPU {r['cpu_ms_median']:.1f} ms/step ({r['tokens_per_cpu_s']:,.0f} tokens/CPU-s)"
+  text = f"  CPU {r['cpu_ms_median']:.1f} ms/step ({r['tokens_per_cpu_s']:,.0f} tokens/CPU-s"
+  if "sys_cpu_ms_median" in r:
+    text += f"; {r['sys_cpu_ms_median']:.1f} ms in the kernel"
+  if "page_faults_median" in r:
+    text += f", {r['page_faults_median']:,.0f} page faults"
+  return text + ")"
 
 
 def cpu_model() -> str:

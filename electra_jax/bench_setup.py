@@ -144,10 +144,24 @@ def synthetic_batches(spec: Spec, count: int = _BATCH_POOL) -> list[dict]:
   return out
 
 
-def cpu_seconds() -> float:
-  """User + system CPU time of this process (all its threads) so far."""
+def usage() -> tuple[float, float, int]:
+  """(user + system CPU s, system CPU s, minor page faults) of this process (all threads) so far."""
   r = resource.getrusage(resource.RUSAGE_SELF)
-  return r.ru_utime + r.ru_stime
+  return r.ru_utime + r.ru_stime, r.ru_stime, r.ru_minflt
+
+
+def usage_since(before: tuple[float, float, int]) -> tuple[float, float, int]:
+  """What `usage()` grew by since `before`: one step's CPU, kernel CPU and page faults."""
+  return tuple(now - then for then, now in zip(before, usage(), strict=True))
+
+
+def usage_lists(samples: list[tuple[float, float, int]]) -> dict:
+  """Per-step samples of `usage_since` as the report's `cpu_times`, `sys_times`, `page_faults`."""
+  return {
+    "cpu_times": [s[0] for s in samples],
+    "sys_times": [s[1] for s in samples],
+    "page_faults": [s[2] for s in samples],
+  }
 
 
 def peak_rss_mib() -> float:

@@ -53,7 +53,7 @@ class TorchRunner:
     self._i = 0
     self.first_step_s = None
     self.last_loss = None
-    self.cpu_times: list[float] = []
+    self.usage: list[tuple] = []
 
   def _config(self, **changes):
     from transformers import ElectraConfig
@@ -239,12 +239,12 @@ class TorchRunner:
     for _ in range(n):
       batch = self.batches[self._i % len(self.batches)]
       self._i += 1
-      c0, t0 = bench.cpu_seconds(), time.perf_counter()
+      u0, t0 = bench.usage(), time.perf_counter()
       out = step(batch)
       if self.device.type == "cuda":
         torch.cuda.synchronize()
       dt = time.perf_counter() - t0
-      self.cpu_times.append(bench.cpu_seconds() - c0)
+      self.usage.append(bench.usage_since(u0))
       if self.first_step_s is None:
         self.first_step_s = dt
       times.append(dt)
@@ -257,7 +257,7 @@ class TorchRunner:
       "peak_rss_mib": bench.peak_rss_mib(),
       "num_params": int(self.num_params),
       "first_step_s": self.first_step_s,
-      "cpu_times": self.cpu_times[-self.spec.steps :],
+      **bench.usage_lists(self.usage[-self.spec.steps :]),
     }
     if self.last_loss is not None:
       out["final_loss"] = float(self.last_loss)

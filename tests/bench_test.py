@@ -1,6 +1,7 @@
 """`electra-jax bench`: the JSON report, the FLOPs formula against XLA's count, help and bad arguments."""
 
 import json
+import os
 
 import pytest
 
@@ -86,6 +87,9 @@ def test_inference_json_report(capsys):
   assert r["machine"]["backend"] == "cpu" and r["mfu"] is None  # no peak for CPUs
   assert r["microbatch_tokens"] == 1024
   assert "torch_tokens_per_s" not in r
+  # Per step, from getrusage: the kernel's share of the CPU time, and the page faults.
+  assert 0 <= r["sys_cpu_ms_median"] <= r["cpu_ms_median"]
+  assert r["page_faults_median"] >= 0
 
 
 @pytest.mark.slow  # a compile or two worker processes: 30 s to minutes on 2 busy cores
@@ -143,6 +147,10 @@ def test_compare_torch_json_report(capsys):
   assert hf["timed_steps"] == 3 and hf["torch_threads"] == 1
   assert hf["num_params"] == r["num_params"]  # the same model on both sides
   assert hf["peak_rss_mib"] > 50 and "worker process" in r["measured"]
+  assert hf["page_faults_median"] >= 0 and hf["sys_cpu_ms_median"] >= 0
+  # Each worker says how its malloc is set: ours as the CLI, HF's as glibc comes.
+  assert r["machine"]["malloc"].startswith("reuse_freed_memory")
+  assert hf["malloc"] in ("defaults", f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES')}")
 
 
 @pytest.mark.slow  # a compile or two worker processes: 30 s to minutes on 2 busy cores
