@@ -494,7 +494,8 @@ def _add_pretrain(sub):
     "--workdir /tmp/pt --config.data=../shared/data/text/wikitext-2-raw/wiki.valid.raw --config.total_steps=300",
   )
   _add_config_args(p, "experiments/configs/pretrain.py:size=small")
-  p.set_defaults(func=_run_pretrain)
+  # Pretraining steps: one malloc arena, no per-step page faults (host_memory.py).
+  p.set_defaults(func=_run_pretrain, reuses_freed_memory=True)
 
 
 def _run_pretrain(args):
@@ -758,7 +759,10 @@ def _add_reproduce(sub):
     epilog="example: electra-jax reproduce cpu --workdir runs/repro  (re-run the same command to resume)",
   )
   reproduce.add_cpu_arguments(c)
-  c.set_defaults(func=lambda args: reproduce.run_cli(args, ["electra-jax", *sys.argv[1:]]))
+  c.set_defaults(
+    func=lambda args: reproduce.run_cli(args, ["electra-jax", *sys.argv[1:]]),
+    reuses_freed_memory=True,  # it pretrains (host_memory.py)
+  )
 
 
 _COMMANDS.append(_add_reproduce)
@@ -817,7 +821,7 @@ def _add_bench(sub):
     help="read and write the persistent compilation cache (compile_s is then a load on a hit)",
   )
   p.add_argument("--json", action="store_true", help="print the report as one JSON object")
-  p.set_defaults(func=_run_bench, accepts_config_overrides=True)
+  p.set_defaults(func=_run_bench, accepts_config_overrides=True, reuses_freed_memory=True)
 
 
 def _int_arg(flag: str):
@@ -911,7 +915,6 @@ def _progress_logs():
 
 def main(argv: list[str] | None = None) -> int:
   xla_env.set_default_xla_flags()  # before anything starts JAX
-  host_memory.reuse_freed_memory()  # before JAX's threads take malloc arenas
   parser = build_parser()
   try:  # a `type=` parser may raise ElectraError (one line, as below)
     args, extra = parser.parse_known_args(argv)
@@ -922,6 +925,8 @@ def main(argv: list[str] | None = None) -> int:
     args.config_overrides = extra
   elif extra:
     parser.error(f"unrecognized arguments: {' '.join(extra)}")
+  if getattr(args, "reuses_freed_memory", False):
+    host_memory.reuse_freed_memory()  # before JAX's threads take malloc arenas
   # Imported here, not at the top: it imports jax, which --help/--version skip.
   from electra_jax import cpu_kernels
 

@@ -27,14 +27,20 @@ The opposite problem is in the steady state. glibc serves every block of
 allocates each step's temporaries as such blocks, so every step faulted in
 and zeroed ~420 MiB of new pages: in the ELECTRA-Small pretraining step
 (8 x 128, 2 cores) 108,000 minor page faults and ~260 ms of kernel CPU time
-per ~500 ms step. `reuse_freed_memory()` makes glibc keep what is freed for
+per ~550 ms step. `reuse_freed_memory()` makes glibc keep what is freed for
 the next allocation instead: one arena for all threads (`M_ARENA_MAX` 1, so
 a block of any size comes from the main heap), no `mmap` for blocks
 (`M_MMAP_MAX` 0) and no automatic trim of the heap's top (`M_TRIM_THRESHOLD`
-at its maximum). The step then takes no page faults at all. Only the explicit
-trims above hand memory back. It must run before JAX starts its threads (an
-arena, once a thread has one, stays), so the CLI calls it first thing;
-`ELECTRA_JAX_MALLOC=system` leaves glibc's defaults alone. Measured in
+at its maximum). The step then takes no page faults, and 0.72-0.87x the time.
+Only the explicit trims above hand memory back. The one arena has a cost:
+threads that allocate a lot at once contend for it. Tokenizing 7 MB of text
+with the Rust tokenizer's threads (`prepare-pretraining`) took 1.2-1.3x the time
+with it. So the CLI sets it for the commands that pretrain (`pretrain`,
+`reproduce`, `bench`), where it pays, right after parsing and before JAX
+starts its threads (a thread keeps the arena it first got);
+`ELECTRA_JAX_MALLOC=system` leaves glibc's defaults alone there too.
+Fine-tuning and inference steps are unchanged by it (their temporaries are
+smaller, and glibc's growing mmap threshold already keeps them). Measured in
 `experiments/benchmarks/README.md` ("Page faults").
 
 Elsewhere than glibc (macOS, musl) all three are no-ops. The CLI and the benchmark
