@@ -414,7 +414,8 @@ def _worker_main(side: str, spec_json: str) -> int:
   """A worker: builds its side, says `ready`, then answers `run N` / `done` lines on stdin."""
   spec = Spec(**{**json.loads(spec_json), "overrides": tuple(json.loads(spec_json)["overrides"])})
   if side == "jax":
-    host_memory.reuse_freed_memory()  # as the CLI, first thing
+    if spec.workload == "pretrain":  # as `electra-jax pretrain`, first thing
+      host_memory.reuse_freed_memory()
     from electra_jax import cpu_kernels, xla_env
 
     xla_env.set_default_xla_flags()

@@ -821,7 +821,12 @@ def _add_bench(sub):
     help="read and write the persistent compilation cache (compile_s is then a load on a hit)",
   )
   p.add_argument("--json", action="store_true", help="print the report as one JSON object")
-  p.set_defaults(func=_run_bench, accepts_config_overrides=True, reuses_freed_memory=True)
+  p.set_defaults(
+    func=_run_bench,
+    accepts_config_overrides=True,
+    # As the command each workload stands for (host_memory.py): pretrain only.
+    reuses_freed_memory=lambda args: args.workload == "pretrain",
+  )
 
 
 def _int_arg(flag: str):
@@ -925,7 +930,10 @@ def main(argv: list[str] | None = None) -> int:
     args.config_overrides = extra
   elif extra:
     parser.error(f"unrecognized arguments: {' '.join(extra)}")
-  if getattr(args, "reuses_freed_memory", False):
+  reuses = getattr(args, "reuses_freed_memory", False)
+  if callable(reuses):
+    reuses = reuses(args)
+  if reuses:
     host_memory.reuse_freed_memory()  # before JAX's threads take malloc arenas
   # Imported here, not at the top: it imports jax, which --help/--version skip.
   from electra_jax import cpu_kernels

@@ -127,7 +127,9 @@ def test_reuse_freed_memory_is_a_no_op_without_glibc_or_when_asked(monkeypatch):
 @pytest.mark.parametrize(
   "argv, reuses",
   [
-    (["bench", "--size", "tiny", "--batch", "0"], True),  # fails after parsing, before any step
+    # bench: as the command its workload stands for. Both fail after parsing, before any step.
+    (["bench", "--size", "tiny", "--batch", "0", "--workload", "pretrain"], True),
+    (["bench", "--size", "tiny", "--batch", "0", "--workload", "inference"], False),
     (["pretrain", "--config", "/nonexistent/config.py", "--workdir", "{tmp}"], True),
     (["reproduce", "cpu", "--workdir", "{tmp}", "--corpus", "/nonexistent"], True),
     # Tokenization threads would contend for the one arena: glibc's defaults there.
