@@ -189,7 +189,7 @@ class JaxRunner:
       self.carry = carry
       self.last = out
       if self._i == 1:
-        host_memory.release_free_memory()
+        host_memory.after_first_step()  # as the train loop
     return times
 
   def final(self) -> dict:

@@ -31,7 +31,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from electra_jax import faults, fileio, preemption
+from electra_jax import faults, fileio, host_memory, preemption
 from electra_jax.errors import ElectraError
 
 log = logging.getLogger(__name__)
@@ -305,6 +305,9 @@ class Checkpoint(Hook):
       return
     data_iter = ctx.data_iter
     data_state = data_iter.get_state() if hasattr(data_iter, "get_state") else None
+    # The free memory the steps keep for reuse (host_memory) back first: the save's
+    # threads cannot use it, and it would come on top of what they allocate.
+    host_memory.release_free_memory()
     ctx.ckpt.save(info.step, info.state, ctx.record.to_json(data_state), force=True)
     faults.point("checkpoint_write")
     ctx.last_good = info.step

@@ -15,37 +15,51 @@ it hands back a GiB). `trim_after_compiles()` runs it after every XLA
 compilation of the process that took half a second or more (a
 `jax.monitoring` listener on JAX's backend-compile event). The train loop
 runs it after making its initial state and after its first step, whose
-temporaries and lazily built kernels are the other large one-off. Measured
+temporaries and lazily built kernels are the other large one-off, and
+(for the memory the steps keep, below) before each checkpoint save and when
+it ends. Measured
 on the 2-core CPU (ELECTRA-Small pretraining step, 8 x 128,
 `experiments/benchmarks/README.md`): peak RSS 2,300-2,600 MiB without,
 ~1,900-2,100 with, and ~1,300 together with the `FAST_COMPILE` preset of `xla_env`.
 The computation is untouched: only where the allocator's free lists live.
 
 The opposite problem is in the steady state. glibc serves every block of
-32 MiB or more, and in threads other than the main one any block over its
-64 MiB arena heaps, with a fresh `mmap`, and unmaps it on `free`. XLA:CPU
-allocates each step's temporaries as such blocks, so every step faulted in
-and zeroed ~420 MiB of new pages: in the ELECTRA-Small pretraining step
-(8 x 128, 2 cores) 108,000 minor page faults and ~260 ms of kernel CPU time
-per ~550 ms step. `reuse_freed_memory()` makes glibc keep what is freed for
-the next allocation instead: one arena for all threads (`M_ARENA_MAX` 1, so
-a block of any size comes from the main heap), no `mmap` for blocks
-(`M_MMAP_MAX` 0) and no automatic trim of the heap's top (`M_TRIM_THRESHOLD`
-at its maximum). The step then takes no page faults, and 0.72-0.87x the time.
-Only the explicit trims above hand memory back. The one arena has a cost:
-threads that allocate a lot at once contend for it. Tokenizing 7 MB of text
-with the Rust tokenizer's threads (`prepare-pretraining`) took 1.2-1.3x the time
-with it. So the CLI sets it for the commands that pretrain (`pretrain`,
-`reproduce`, `bench`), where it pays, right after parsing and before JAX
-starts its threads (a thread keeps the arena it first got);
-`ELECTRA_JAX_MALLOC=system` leaves glibc's defaults alone there too.
-Fine-tuning and inference steps are unchanged by it (their temporaries are
-smaller, and glibc's growing mmap threshold already keeps them). Measured in
+32 MiB or more with a fresh `mmap` and unmaps it on `free`, and so it does,
+whatever its settings, for any block over 64 MiB asked for by a thread other
+than the main one (other threads' arenas grow in 64 MiB heaps). XLA:CPU
+allocates each step's temporaries as such blocks, in the thread that runs the
+step (by default one of its own), so every step faulted in and zeroed ~420 MiB
+of new pages: in the ELECTRA-Small pretraining step (8 x 128, 2 cores)
+108,000 minor page faults and ~260 ms of kernel CPU time per ~550 ms step.
+`reuse_freed_memory()` makes the memory of one step serve the next:
+  * it runs single-device CPU computations in the thread that calls them
+    (`jax_cpu_enable_async_dispatch` off), the main one, whose arena is the
+    main heap and can hold blocks of any size;
+  * after the first step (`after_first_step()`, which the train loop calls),
+    no `mmap` for blocks (`M_MMAP_MAX` 0) and no automatic trim of the heap's
+    top (`M_TRIM_THRESHOLD` at its maximum), so freed blocks stay for reuse.
+The steps then take no page faults. Only the explicit trims above hand memory
+back: the kept temporaries (~420 MiB) would otherwise come on top of what a
+checkpoint save's threads or the final export allocate, which cannot reuse
+them. With the settings from the start and no trims around saves, the peak
+RSS of a 30-step `electra-jax pretrain` (Small, 8 x 128) was 1,840-2,290 MiB
+against 1,620-1,650 with glibc's defaults; as done here, 1,590. Without async dispatch, Python waits for each step instead of queueing
+the next; on a CPU the step has every core busy anyway. Computations over
+several devices keep async dispatch (JAX's rule), so there it changes little.
+The CLI sets it for the commands that pretrain (`pretrain`, `reproduce`, and
+`bench --workload pretrain`), right after parsing and before JAX starts its
+CPU client (which reads the dispatch setting once);
+`ELECTRA_JAX_MALLOC=system` leaves both alone. Fine-tuning and inference
+steps do not need it (their temporaries are smaller, and glibc's growing mmap
+threshold already keeps them). Tried first and dropped: one arena for all
+threads (`M_ARENA_MAX` 1) also removed the faults, but made compiling the
+step ~20 % slower and tokenizing with the Rust tokenizer's threads 1.2-1.3x
+slower (they contend for the one arena). Measured in
 `experiments/benchmarks/README.md` ("Page faults").
 
 Elsewhere than glibc (macOS, musl) all three are no-ops. The CLI and the benchmark
 workers install the listener; library users get it by calling
-`trim_after_compiles()` themselves (the train loop's two trims run anyway).
+`trim_after_compiles()` themselves (the train loop's trims run anyway).
 """
 
 from __future__ import annotations
@@ -64,8 +78,8 @@ _installed = False
 MIN_COMPILE_SECONDS = 0.5
 MALLOC_ENV = "ELECTRA_JAX_MALLOC"  # `system`: leave glibc's settings as they are
 # mallopt parameters (glibc's malloc.h) and the values `reuse_freed_memory` gives them.
-_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
-_KEEP_HEAP = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1))
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_KEEP_HEAP = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1))
 _reusing = False
 
 
@@ -95,28 +109,48 @@ def _malloc_trim():
 def describe_malloc() -> str:
   """The allocator settings of this process, for benchmark reports."""
   if _reusing:
-    return "reuse_freed_memory: M_ARENA_MAX=1 M_MMAP_MAX=0 M_TRIM_THRESHOLD=2**31-1"
+    return (
+      "reuse_freed_memory: M_MMAP_MAX=0 M_TRIM_THRESHOLD=2**31-1, CPU steps on the calling thread"
+    )
   tunables = os.environ.get("GLIBC_TUNABLES")
   return f"GLIBC_TUNABLES={tunables}" if tunables else "defaults"
 
 
 def reuse_freed_memory(environ=None) -> bool:
-  """Makes glibc keep freed blocks for reuse: no per-step `mmap` and page faults (see above).
+  """Asks for each step to reuse the memory the previous one freed (see above).
 
-  Call before JAX runs anything. Returns whether the settings are in force
-  (False without glibc, or with `ELECTRA_JAX_MALLOC=system`). Idempotent.
+  Turns JAX's CPU async dispatch off now (call before JAX runs anything); the
+  allocator settings follow in `after_first_step()`. Returns whether it is
+  in force (False without glibc, or with `ELECTRA_JAX_MALLOC=system`).
+  Idempotent.
   """
   global _reusing
   env = os.environ if environ is None else environ
-  if env.get(MALLOC_ENV, "").strip().lower() == "system":
+  if env.get(MALLOC_ENV, "").strip().lower() == "system" or _glibc() is None:
     return False
+  if not _reusing:
+    import jax
+
+    # The step's temporaries are then allocated by the main thread, from the main heap.
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+    _reusing = True
+  return True
+
+
+def after_first_step() -> None:
+  """Hands the one-off memory of the first step back; then, if asked for, keeps the rest.
+
+  The train loop and the benchmark call it once, after the first step. The
+  allocator settings of `reuse_freed_memory` start only here: with them, what
+  the initialisation, the compilation and the first step free would stay in
+  the heap, and the process's peak RSS rose by 200-650 MiB (pretraining,
+  Small).
+  """
+  release_free_memory()
   if _reusing:
-    return True
-  libc = _glibc()
-  if libc is None:
-    return False
-  _reusing = all(libc.mallopt(param, value) == 1 for param, value in _KEEP_HEAP)
-  return _reusing
+    libc = _glibc()
+    for param, value in _KEEP_HEAP:
+      libc.mallopt(param, value)
 
 
 def release_free_memory() -> bool:

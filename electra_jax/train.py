@@ -411,7 +411,7 @@ def _run_steps(ctx, state, step_fn, batch_sharding, actions) -> tuple[TrainState
         step += 1
         if step == ctx.start_step + 1:
           log.info("step %d done in %.1f s (compilation included)", step, seconds)
-          host_memory.release_free_memory()  # the one-off memory of the first step
+          host_memory.after_first_step()  # the one-off memory of the first step back
         else:
           ctx.step_times.append(seconds)
         faults.point("after_step")
@@ -429,6 +429,7 @@ def _run_steps(ctx, state, step_fn, batch_sharding, actions) -> tuple[TrainState
       action.close()
     ctx.writer.close()
     ctx.ckpt.close()
+    host_memory.release_free_memory()  # the steps' kept temporaries, before the export
   return state, reason
 
 

@@ -70,11 +70,14 @@ _REALLOCATE = """
 import ctypes, resource, sys, threading
 from electra_jax import host_memory
 print(host_memory.reuse_freed_memory())
+host_memory.after_first_step()  # the allocator settings start here
+import jax
+print(jax.config.read("jax_cpu_enable_async_dispatch"))
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
-SIZE = 96 * 2**20  # above glibc's mmap threshold and its 64 MiB thread heaps, as XLA's step temporaries
+SIZE = 96 * 2**20  # above glibc's mmap threshold and its 64 MiB thread heaps, as XLA's temporaries
 def step():
   p = libc.malloc(SIZE)
   ctypes.memset(p, 1, SIZE)
@@ -101,20 +104,22 @@ def _reallocate(**env):
     check=True,
     env={**environ, **env},
   )
-  in_force, main, thread = out.stdout.split()
-  return in_force == "True", int(main), int(thread)
+  in_force, async_dispatch, main, thread = out.stdout.split()
+  return in_force == "True", async_dispatch == "True", int(main), int(thread)
 
 
 @pytest.mark.skipif(not GLIBC, reason="needs glibc's mallopt (Linux)")
 def test_reuse_freed_memory_takes_no_page_faults_for_a_repeated_large_block():
   # glibc's default: a fresh mmap per 96 MiB block, ~24,500 page faults each time it is touched.
-  in_force, main, thread = _reallocate(**{host_memory.MALLOC_ENV: "system"})
-  assert not in_force
+  in_force, async_dispatch, main, thread = _reallocate(**{host_memory.MALLOC_ENV: "system"})
+  assert not in_force and async_dispatch
   assert main > 20_000 and thread > 20_000
-  # Reused from the one heap, in the main thread and in another one.
-  in_force, main, thread = _reallocate()
-  assert in_force
-  assert main < 100 and thread < 100
+  # Reused from the main heap. Another thread's arena still maps a block this large
+  # afresh, whatever the settings: hence CPU steps run on the calling (main) thread.
+  in_force, async_dispatch, main, thread = _reallocate()
+  assert in_force and not async_dispatch
+  assert main < 100
+  assert thread > 20_000
 
 
 def test_reuse_freed_memory_is_a_no_op_without_glibc_or_when_asked(monkeypatch):
@@ -152,7 +157,7 @@ def test_the_cli_sets_malloc_up_for_the_commands_that_pretrain(monkeypatch, tmp_
 
 def test_describe_malloc_says_which_settings_are_in_force(monkeypatch):
   monkeypatch.setattr(host_memory, "_reusing", True)
-  assert host_memory.describe_malloc().startswith("reuse_freed_memory: M_ARENA_MAX=1")
+  assert host_memory.describe_malloc().startswith("reuse_freed_memory: M_MMAP_MAX=0")
   monkeypatch.setattr(host_memory, "_reusing", False)
   monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
   assert host_memory.describe_malloc() == "defaults"

@@ -246,12 +246,22 @@ def test_microbatched_loss_reduction_is_checked():
     train.make_train_step(lambda *a: None, optax.sgd(0.1), loss_reduction="token_mean")
 
 
-def test_loop_hands_freed_memory_back_after_init_and_first_step(tmp_path, monkeypatch):
+def test_loop_hands_freed_memory_back_after_init_first_step_before_saves_and_at_the_end(
+  tmp_path, monkeypatch
+):
+  import sys
+
   from electra_jax import host_memory
 
-  calls = []
-  monkeypatch.setattr(host_memory, "release_free_memory", lambda: calls.append(1) or True)
+  callers = []
+  monkeypatch.setattr(
+    host_memory,
+    "release_free_memory",
+    lambda: callers.append(sys._getframe(1).f_code.co_name) or True,
+  )
   # Not the compile listener (installed if a CLI test ran in this process first): only the loop.
   monkeypatch.setattr(host_memory, "MIN_COMPILE_SECONDS", float("inf"))
-  _run(tmp_path / "w", 3, checkpoint_every=100)
-  assert len(calls) == 2  # after the initial state, after step 1; not after steps 2 and 3
+  _run(tmp_path / "w", 5, checkpoint_every=2)
+  # After the initial state, after step 1 (not after steps 2-5), before the saves at
+  # steps 2, 4 and 5 (the last), and when the loop ends.
+  assert callers == ["train_loop", "after_first_step", *["__call__"] * 3, "_run_steps"]
