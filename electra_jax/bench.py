@@ -188,7 +188,9 @@ class JaxRunner:
       self.usage.append(usage_since(u0))
       self.carry = carry
       self.last = out
-      if self._i == 1:
+      if self._i == 1 and self.spec.workload == "inference":
+        host_memory.release_free_memory()  # as `predict` would (it needs no more)
+      elif self._i == 1:
         host_memory.after_first_step()  # as the train loop
     return times
 
@@ -414,8 +416,7 @@ def _worker_main(side: str, spec_json: str) -> int:
   """A worker: builds its side, says `ready`, then answers `run N` / `done` lines on stdin."""
   spec = Spec(**{**json.loads(spec_json), "overrides": tuple(json.loads(spec_json)["overrides"])})
   if side == "jax":
-    if spec.workload == "pretrain":  # as `electra-jax pretrain`, first thing
-      host_memory.reuse_freed_memory()
+    host_memory.reuse_freed_memory()  # as the CLI, first thing
     from electra_jax import cpu_kernels, xla_env
 
     xla_env.set_default_xla_flags()

@@ -494,8 +494,7 @@ def _add_pretrain(sub):
     "--workdir /tmp/pt --config.data=../shared/data/text/wikitext-2-raw/wiki.valid.raw --config.total_steps=300",
   )
   _add_config_args(p, "experiments/configs/pretrain.py:size=small")
-  # Pretraining steps: one malloc arena, no per-step page faults (host_memory.py).
-  p.set_defaults(func=_run_pretrain, reuses_freed_memory=True)
+  p.set_defaults(func=_run_pretrain)
 
 
 def _run_pretrain(args):
@@ -759,10 +758,7 @@ def _add_reproduce(sub):
     epilog="example: electra-jax reproduce cpu --workdir runs/repro  (re-run the same command to resume)",
   )
   reproduce.add_cpu_arguments(c)
-  c.set_defaults(
-    func=lambda args: reproduce.run_cli(args, ["electra-jax", *sys.argv[1:]]),
-    reuses_freed_memory=True,  # it pretrains (host_memory.py)
-  )
+  c.set_defaults(func=lambda args: reproduce.run_cli(args, ["electra-jax", *sys.argv[1:]]))
 
 
 _COMMANDS.append(_add_reproduce)
@@ -821,12 +817,7 @@ def _add_bench(sub):
     help="read and write the persistent compilation cache (compile_s is then a load on a hit)",
   )
   p.add_argument("--json", action="store_true", help="print the report as one JSON object")
-  p.set_defaults(
-    func=_run_bench,
-    accepts_config_overrides=True,
-    # As the command each workload stands for (host_memory.py): pretrain only.
-    reuses_freed_memory=lambda args: args.workload == "pretrain",
-  )
+  p.set_defaults(func=_run_bench, accepts_config_overrides=True)
 
 
 def _int_arg(flag: str):
@@ -930,14 +921,10 @@ def main(argv: list[str] | None = None) -> int:
     args.config_overrides = extra
   elif extra:
     parser.error(f"unrecognized arguments: {' '.join(extra)}")
-  reuses = getattr(args, "reuses_freed_memory", False)
-  if callable(reuses):
-    reuses = reuses(args)
-  if reuses:
-    host_memory.reuse_freed_memory()  # before JAX's threads take malloc arenas
   # Imported here, not at the top: it imports jax, which --help/--version skip.
   from electra_jax import cpu_kernels
 
+  host_memory.reuse_freed_memory()  # before JAX starts its CPU client
   cpu_kernels.enable()  # before any command traces the model
   host_memory.trim_after_compiles()  # compilers' freed memory back to the OS
   xla_env.enable_compilation_cache()  # before the first compilation

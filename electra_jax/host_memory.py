@@ -43,18 +43,20 @@ back: the kept temporaries (~420 MiB) would otherwise come on top of what a
 checkpoint save's threads or the final export allocate, which cannot reuse
 them. With the settings from the start and no trims around saves, the peak
 RSS of a 30-step `electra-jax pretrain` (Small, 8 x 128) was 1,840-2,290 MiB
-against 1,620-1,650 with glibc's defaults; as done here, 1,590. Without async dispatch, Python waits for each step instead of queueing
-the next; on a CPU the step has every core busy anyway. Computations over
-several devices keep async dispatch (JAX's rule), so there it changes little.
-The CLI sets it for the commands that pretrain (`pretrain`, `reproduce`, and
-`bench --workload pretrain`), right after parsing and before JAX starts its
-CPU client (which reads the dispatch setting once);
-`ELECTRA_JAX_MALLOC=system` leaves both alone. Fine-tuning and inference
-steps do not need it (their temporaries are smaller, and glibc's growing mmap
-threshold already keeps them). Tried first and dropped: one arena for all
-threads (`M_ARENA_MAX` 1) also removed the faults, but made compiling the
-step ~20 % slower and tokenizing with the Rust tokenizer's threads 1.2-1.3x
-slower (they contend for the one arena). Measured in
+against 1,620-1,650 with glibc's defaults; as done here, 1,590. Without
+async dispatch, Python waits for each step instead of queueing the next; on
+a CPU the step has every core busy anyway. Computations over several devices
+keep async dispatch (JAX's rule), so there it changes little.
+The CLI calls it for every command once the arguments are parsed, before JAX starts its CPU
+client (which reads the dispatch setting once); `ELECTRA_JAX_MALLOC=system`
+leaves both alone. The fine-tuning step (Small, 32 x 128 in 1,024-token
+micro-batches) took 115,000 page faults and ~330 ms of kernel CPU per step
+without it, none with it; inference had none either way, but the peak RSS of
+the batch-8 to 128 benchmarks fell from 440-610 MiB to ~440-450 (fewer
+threads' arenas holding freed memory). Tried first and dropped: one arena for
+all threads (`M_ARENA_MAX` 1) also removed the faults, but made compiling the
+pretraining step ~20 % slower and tokenizing with the Rust tokenizer's
+threads 1.2-1.3x slower (they contend for the one arena). Measured in
 `experiments/benchmarks/README.md` ("Page faults").
 
 Elsewhere than glibc (macOS, musl) all three are no-ops. The CLI and the benchmark

@@ -11,6 +11,11 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 from electra_jax import xla_env  # noqa: E402 (imports no jax)
 
 xla_env.set_default_xla_flags()
+# And the CLI's allocator set-up (electra_jax/host_memory.py: CPU steps on the
+# calling thread), before JAX starts its CPU client, which reads it once.
+from electra_jax import host_memory  # noqa: E402 (imports jax, which starts nothing)
+
+host_memory.reuse_freed_memory()
 # Many tests compile the same small programs (train steps, forwards): a
 # persistent compilation cache shared by the test processes saves minutes on
 # 2 cores. JAX keys entries by the full HLO + compile options, so a hit is

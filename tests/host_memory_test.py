@@ -129,30 +129,16 @@ def test_reuse_freed_memory_is_a_no_op_without_glibc_or_when_asked(monkeypatch):
   assert not host_memory.reuse_freed_memory({})
 
 
-@pytest.mark.parametrize(
-  "argv, reuses",
-  [
-    # bench: as the command its workload stands for. Both fail after parsing, before any step.
-    (["bench", "--size", "tiny", "--batch", "0", "--workload", "pretrain"], True),
-    (["bench", "--size", "tiny", "--batch", "0", "--workload", "inference"], False),
-    (["pretrain", "--config", "/nonexistent/config.py", "--workdir", "{tmp}"], True),
-    (["reproduce", "cpu", "--workdir", "{tmp}", "--corpus", "/nonexistent"], True),
-    # Tokenization threads would contend for the one arena: glibc's defaults there.
-    (
-      ["prepare-pretraining", "--input", "/nonexistent", "--tokenizer", "x", "--out", "{tmp}"],
-      False,
-    ),
-    (["finetune", "--config", "/nonexistent/config.py", "--workdir", "{tmp}"], False),
-  ],
-)
-def test_the_cli_sets_malloc_up_for_the_commands_that_pretrain(monkeypatch, tmp_path, argv, reuses):
+def test_the_cli_asks_for_it_before_any_command_runs(monkeypatch):
   from electra_jax import cli
 
   calls = []
-  monkeypatch.setattr(host_memory, "reuse_freed_memory", lambda: calls.append("malloc"))
-  code = cli.main([a.format(tmp=tmp_path / "out") for a in argv])
-  assert code == 2  # each fails in one line, before it has run anything
-  assert calls == (["malloc"] if reuses else [])
+  monkeypatch.setattr(host_memory, "reuse_freed_memory", lambda: calls.append("reuse"))
+  assert cli.main(["bench", "--size", "tiny", "--batch", "0"]) == 2  # fails before any step
+  assert calls == ["reuse"]
+  with pytest.raises(SystemExit):
+    cli.main(["--version"])  # exits while parsing: no JAX, so nothing to set up
+  assert calls == ["reuse"]
 
 
 def test_describe_malloc_says_which_settings_are_in_force(monkeypatch):
