@@ -17,10 +17,10 @@ compilation of the process that took half a second or more (a
 runs it after making its initial state and after its first step, whose
 temporaries and lazily built kernels are the other large one-off, and
 (for the memory the steps keep, below) before each checkpoint save and when
-it ends. Measured
-on the 2-core CPU (ELECTRA-Small pretraining step, 8 x 128,
+it ends. Measured on the 2-core CPU (ELECTRA-Small pretraining step, 8 x 128,
 `experiments/benchmarks/README.md`): peak RSS 2,300-2,600 MiB without,
-~1,900-2,100 with, and ~1,300 together with the `FAST_COMPILE` preset of `xla_env`.
+~1,900-2,100 with, and ~1,300 together with the `FAST_COMPILE` preset of
+`xla_env`.
 The computation is untouched: only where the allocator's free lists live.
 
 The opposite problem is in the steady state. glibc serves every block of
@@ -47,9 +47,9 @@ against 1,620-1,650 with glibc's defaults; as done here, 1,590. Without
 async dispatch, Python waits for each step instead of queueing the next; on
 a CPU the step has every core busy anyway. Computations over several devices
 keep async dispatch (JAX's rule), so there it changes little.
-The CLI calls it for every command once the arguments are parsed, before JAX starts its CPU
-client (which reads the dispatch setting once); `ELECTRA_JAX_MALLOC=system`
-leaves both alone. The fine-tuning step (Small, 32 x 128 in 1,024-token
+The CLI calls it for every command once the arguments are parsed, before
+JAX starts its CPU client (which reads the dispatch setting once);
+`ELECTRA_JAX_MALLOC=system` leaves both alone. The fine-tuning step (Small, 32 x 128 in 1,024-token
 micro-batches) took 115,000 page faults and ~330 ms of kernel CPU per step
 without it, none with it; inference had none either way, but the peak RSS of
 the batch-8 to 128 benchmarks fell from 440-610 MiB to ~440-450 (fewer
