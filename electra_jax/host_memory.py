@@ -35,8 +35,8 @@ of new pages: in the ELECTRA-Small pretraining step (8 x 128, 2 cores)
   * it runs single-device CPU computations in the thread that calls them
     (`jax_cpu_enable_async_dispatch` off), the main one, whose arena is the
     main heap and can hold blocks of any size;
-  * after the first step (`after_first_step()`, which the train loop calls),
-    no `mmap` for blocks (`M_MMAP_MAX` 0) and no automatic trim of the heap's
+  * after the first step on a CPU backend (`after_first_step()`, which the
+    train loop calls), no `mmap` for blocks (`M_MMAP_MAX` 0) and no automatic trim of the heap's
     top (`M_TRIM_THRESHOLD` at its maximum), so freed blocks stay for reuse.
 The steps then take no page faults. Only the explicit trims above hand memory
 back: the kept temporaries (~420 MiB) would otherwise come on top of what a
@@ -149,7 +149,10 @@ def after_first_step() -> None:
   Small).
   """
   release_free_memory()
-  if _reusing:
+  import jax
+
+  # Only XLA:CPU's step temporaries need it; a GPU/TPU host keeps glibc's defaults.
+  if _reusing and jax.default_backend() == "cpu":
     libc = _glibc()
     for param, value in _KEEP_HEAP:
       libc.mallopt(param, value)
