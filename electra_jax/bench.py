@@ -189,7 +189,9 @@ class JaxRunner:
       self.carry = carry
       self.last = out
       if self._i == 1 and self.spec.workload == "inference":
-        host_memory.release_free_memory()  # as `predict` would (it needs no more)
+        # The trim only: `predict` has no train loop, and its temporaries (1,024-token
+        # micro-batches) are small enough that glibc keeps them anyway.
+        host_memory.release_free_memory()
       elif self._i == 1:
         host_memory.after_first_step()  # as the train loop
     return times
@@ -416,7 +418,7 @@ def _worker_main(side: str, spec_json: str) -> int:
   """A worker: builds its side, says `ready`, then answers `run N` / `done` lines on stdin."""
   spec = Spec(**{**json.loads(spec_json), "overrides": tuple(json.loads(spec_json)["overrides"])})
   if side == "jax":
-    host_memory.reuse_freed_memory()  # as the CLI, first thing
+    host_memory.reuse_freed_memory()  # as the CLI, before JAX starts its CPU client
     from electra_jax import cpu_kernels, xla_env
 
     xla_env.set_default_xla_flags()

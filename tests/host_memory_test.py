@@ -143,7 +143,10 @@ def test_the_cli_asks_for_it_before_any_command_runs(monkeypatch):
 
 def test_describe_malloc_says_which_settings_are_in_force(monkeypatch):
   monkeypatch.setattr(host_memory, "_reusing", True)
-  assert host_memory.describe_malloc().startswith("reuse_freed_memory: M_MMAP_MAX=0")
+  monkeypatch.setattr(host_memory, "_heap_kept", False)  # asked for, before the first step
+  assert host_memory.describe_malloc() == "reuse_freed_memory: CPU steps on the calling thread"
+  monkeypatch.setattr(host_memory, "_heap_kept", True)  # after it
+  assert host_memory.describe_malloc().endswith(", M_MMAP_MAX=0 M_TRIM_THRESHOLD=2**31-1")
   monkeypatch.setattr(host_memory, "_reusing", False)
   monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
   assert host_memory.describe_malloc() == "defaults"
